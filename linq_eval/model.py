@@ -117,6 +117,18 @@ def append_eos(tokenizer: PreTrainedTokenizerBase) -> None:
         tokenizer.pad_token = eos  # masked out by the attention mask, so any id works
 
 
+def plain_text_inputs(transformer: Any) -> None:  # noqa: ANN401 -- a sentence-transformers Transformer module
+    """Feed texts as they are: never through the tokenizer's chat template.
+
+    sentence-transformers 6 renders text through a chat template whenever the tokenizer has one (e.g. an
+    instruct decoder), which would wrap our ``Instruct: ...\nQuery: ...`` format and end every input with
+    the template's tail instead of EOS.
+    """
+    if "message" in transformer.modality_config:
+        transformer.modality_config = {k: v for k, v in transformer.modality_config.items() if k != "message"}
+        transformer.input_formatter.supported_modalities = list(transformer.modality_config)
+
+
 def _model_kwargs(bits: int, device: str, allow_pickle: bool) -> dict[str, Any]:
     import torch
 
@@ -179,7 +191,7 @@ def _apply_adapter(model: SentenceTransformer, adapter: Path, *, merge: bool, tr
         raise LinqEvalError(
             f"adapter {adapter} does not match the base model ({first[:200]}): load it on the base it was trained on"
         ) from None
-    transformer.auto_model = peft_model.merge_and_unload() if merge else peft_model
+    transformer.model = peft_model.merge_and_unload() if merge else peft_model  # auto_model is a read-only view
 
 
 def build_model(
@@ -243,6 +255,7 @@ def build_model(
 
     model.max_seq_length = max_length
     if _pooling_mode(model) == "lasttoken":
+        plain_text_inputs(model[0])
         append_eos(model.tokenizer)
     if adapter_dir is not None:
         _apply_adapter(model, adapter_dir, merge=bits == 16 and not for_training, trainable=for_training)

