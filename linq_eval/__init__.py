@@ -23,13 +23,16 @@ _LAZY = {
     "LinqEvalError": "linq_eval.errors",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [  # noqa: RUF022 -- grouped as in _LAZY
+    "__version__", "build_model", "LinqEncoder", "load_linq_encoder", "register", "InstructionTable",
+    "load_instructions", "PRECISIONS", "LinqEvalError",
+]
 
 if TYPE_CHECKING:
     from linq_eval.encoder import LinqEncoder
-    from linq_eval.loader import load_linq_encoder
     from linq_eval.errors import LinqEvalError
     from linq_eval.instructions import InstructionTable, load_instructions
+    from linq_eval.loader import load_linq_encoder
     from linq_eval.model import build_model
     from linq_eval.precision import PRECISIONS
     from linq_eval.register import register

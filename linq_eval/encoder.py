@@ -110,7 +110,7 @@ class LinqEncoder(AbsEncoder):
             raise RuntimeError("LinqEncoder was built without a model")
         full = [prefix + (t or "") for t in texts]
         if not full:
-            return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+            return np.zeros((0, self.model.get_embedding_dimension()), dtype=np.float32)
         if self.devices:
             return self._encode_multiprocess(full, batch_size or self.batch_size)
         return self._encode_local(full, batch_size or self.batch_size, label)
@@ -123,7 +123,7 @@ class LinqEncoder(AbsEncoder):
             texts, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]]
         budget = self.max_tokens_per_batch or batch_size * max_length
         batches = token_budget_batches(lengths, batch_size, budget)
-        out = np.empty((len(texts), self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+        out = np.empty((len(texts), self.model.get_embedding_dimension()), dtype=np.float32)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       disable=not self.show_progress, transient=True) as progress:
             bar = progress.add_task(label, total=len(texts))

@@ -1,0 +1,113 @@
+"""The commands as users run them: mteb's own CLI through our hook, linq-mteb, linq-eval; bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+OFFICIAL_DIR = "Linq-AI-Research__Linq-Embed-Mistral"
+
+
+def _results(folder: Path, task: str) -> list[Path]:
+    return sorted((folder / "results" / OFFICIAL_DIR).glob(f"*/experiments/*/{task}.json"))
+
+
+def test_mteb_run_m_linq_on_a_local_collection(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cache"
+    res = run_cli("mteb", "run", "-m", "linq", "-t", "ADIRetrieval", "--output-folder", str(out),
+                  env={"LINQ_MODEL": str(tiny_mistral_dir)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    files = _results(out, "ADIRetrieval")
+    assert len(files) == 1, list(out.rglob("*.json"))
+    data = json.loads(files[0].read_text())
+    assert 0.0 <= data["scores"]["test"][0]["main_score"] <= 1.0
+    assert "bits_16" in files[0].parent.name
+    # interrupted or repeated runs resume: a finished task is not recomputed
+    again = run_cli("mteb", "run", "-m", "linq", "-t", "ADIRetrieval", "--output-folder", str(out),
+                    env={"LINQ_MODEL": str(tiny_mistral_dir)})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(files[0].read_text())["evaluation_time"] == data["evaluation_time"]
+
+
+def test_four_and_eight_bit_variants_score_in_their_own_experiments(smollm2_dir: Path, tmp_path: Path) -> None:
+    import mteb
+
+    from linq_eval.register import register
+
+    out = tmp_path / "cache"
+    for key in ("linq-4bit", "linq-8bit"):
+        encoder = mteb.get_model(key, device="cpu", model=str(smollm2_dir))
+        encoder.show_progress = False
+        result = mteb.evaluate(encoder, [mteb.get_task("ADIRetrieval")], cache=mteb.ResultCache(out))
+        assert 0.0 < result.task_results[0].get_score() <= 1.0
+    register()
+    folders = {p.parent.name for p in _results(out, "ADIRetrieval")}
+    assert len(folders) == 2 and any("bits_4" in f for f in folders) and any("bits_8" in f for f in folders)
+
+
+def test_mteb_mock_run_passes(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).parent / "mteb")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LINQ_MODEL": str(tiny_mistral_dir)}
+    res = subprocess.run([exe, "mock-run", "-m", "linq", "--device", "cpu"], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "passed all expected checks" in res.stdout, res.stdout[-3000:]
+
+
+def test_linq_mteb_works_without_the_hook(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cache"
+    res = run_cli("linq-mteb", "run", "-m", "linq", "-t", "ADIRetrieval", "--output-folder", str(out),
+                  env={"LINQ_MODEL": str(tiny_mistral_dir), "LINQ_EVAL_NO_HOOK": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _results(out, "ADIRetrieval")
+
+
+def test_linq_eval_run_prints_scores(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    res = run_cli("linq-eval", "run", "-m", str(tiny_mistral_dir), "-t", "ADIRetrieval", "--output-folder",
+                  str(tmp_path / "cache"), "--instruction", "ADIRetrieval=Find the documents")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "ADIRetrieval" in res.stdout and "experiment:" in res.stdout
+
+
+def test_help_is_instant() -> None:
+    start = time.perf_counter()
+    res = run_cli("linq-eval", "run", "--help")
+    assert res.returncode == 0 and "--bits" in res.stdout
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bits", "3"], "bits=3 is not supported"),
+        (["-m", "/no/such/model"], "neither an existing model directory"),
+        (["--adapter", "/no/such/adapter"], "not a peft adapter directory"),
+        (["-t", "NoSuchTask"], "unknown task 'NoSuchTask'"),
+        (["--instruction", "oops"], "TASK=INSTRUCTION"),
+    ],
+)
+def test_bad_input_is_one_line_and_no_score(args: list[str], message: str, tmp_path: Path) -> None:
+    base = ["linq-eval", "run", "-t", "ADIRetrieval", "--output-folder", str(tmp_path)]
+    if "-t" in args:
+        base = base[:2] + base[4:]
+    res = run_cli(*base, *args)
+    assert res.returncode == 2
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_instructions_command() -> None:
+    res = run_cli("linq-eval", "instructions", "--json")
+    data = json.loads(res.stdout)
+    assert data["instructions"]["SciFact"].startswith("Given a scientific claim")
+    assert len(data["sha256"]) == 64

@@ -1,0 +1,94 @@
+"""LinqEncoder inside mteb's real evaluation: instructions per side, batching, several processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mteb
+import numpy as np
+import pytest
+
+from linq_eval.encoder import LinqEncoder, token_budget_batches
+from linq_eval.model import build_model
+
+
+class RecordingModel:
+    """Delegates to a real model and records every text it is asked to encode."""
+
+    def __init__(self, model) -> None:
+        self._model = model
+        self.seen: list[str] = []
+
+    def encode(self, texts, **kwargs):
+        self.seen.extend(texts)
+        return self._model.encode(texts, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_mistral_dir: Path):
+    return build_model(str(tiny_mistral_dir), device="cpu", max_length=128).float()  # fp32: exact comparisons
+
+
+def _evaluate(encoder: LinqEncoder, task_name: str, tmp_path: Path):
+    return mteb.evaluate(encoder, [mteb.get_task(task_name)], cache=mteb.ResultCache(tmp_path),
+                         encode_kwargs={"batch_size": 16})
+
+
+def _with_meta(encoder: LinqEncoder) -> LinqEncoder:
+    encoder.mteb_model_meta = mteb.get_model_meta("linq")
+    return encoder
+
+
+def test_queries_carry_the_instruction_and_documents_none(tiny, tmp_path: Path) -> None:
+    recorder = RecordingModel(tiny)
+    encoder = _with_meta(LinqEncoder(recorder, show_progress=False))
+    task = mteb.get_task("ADIRetrieval")
+    results = _evaluate(encoder, "ADIRetrieval", tmp_path)
+    assert 0.0 <= results.task_results[0].get_score() <= 1.0
+    prefix = "Instruct: " + task.metadata.prompt["query"] + "\nQuery: "
+    queries = [t for t in recorder.seen if t.startswith("Instruct: ")]
+    documents = [t for t in recorder.seen if not t.startswith("Instruct: ")]
+    assert len(queries) == 35 and all(t.startswith(prefix) for t in queries)
+    assert len(documents) == 82 and not any("Query: " in t[:200] for t in documents)
+
+
+def test_symmetric_tasks_instruct_every_input(tiny, tmp_path: Path) -> None:
+    from mteb.types import PromptType
+
+    encoder = LinqEncoder(tiny, show_progress=False)
+    sts = mteb.get_task("STS16").metadata
+    assert encoder.prefix_for(sts, None) == "Instruct: Retrieve semantically similar text.\nQuery: "
+    assert encoder.prefix_for(sts, PromptType.query) == encoder.prefix_for(sts, None)
+
+
+def test_encoder_output_matches_plain_model_encode_in_input_order(tiny) -> None:
+    texts = ["short", "a much longer text " * 20, "", "mid length text here", "x " * 200]
+    encoder = LinqEncoder(tiny, batch_size=2, max_tokens_per_batch=64, show_progress=False)
+    ours = encoder.encode_texts(texts, prefix="Instruct: t\nQuery: ")
+    reference = tiny.encode(["Instruct: t\nQuery: " + t for t in texts], normalize_embeddings=True)
+    assert ours.dtype == np.float32 and ours.shape == reference.shape
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+@pytest.mark.parametrize(("lengths", "batch_size", "budget"), [
+    ([5, 100, 7, 7, 300, 1, 2], 3, 320), ([1] * 50, 8, 1000), ([600, 600], 4, 100), ([], 4, 10),
+])
+def test_token_budget_batches(lengths: list[int], batch_size: int, budget: int) -> None:
+    batches = token_budget_batches(lengths, batch_size, budget)
+    flat = [int(i) for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    padded = [len(b) * max(lengths[i] for i in b) for b in batches]
+    assert all(len(b) <= batch_size for b in batches)
+    assert all(p <= budget or len(b) == 1 for p, b in zip(padded, batches, strict=True))
+    ordered = [lengths[i] for i in flat]
+    assert ordered == sorted(ordered, reverse=True)
+
+
+def test_encoding_over_two_processes_matches_one(tiny) -> None:
+    texts = [f"document number {i} about aerodynamics" * (1 + i % 3) for i in range(24)]
+    single = LinqEncoder(tiny, show_progress=False).encode_texts(texts)
+    double = LinqEncoder(tiny, devices=["cpu", "cpu"], show_progress=False).encode_texts(texts, batch_size=4)
+    np.testing.assert_allclose(double, single, atol=1e-4)
