@@ -130,7 +130,8 @@ def _run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     meta = encoder.mteb_model_meta
-    table = Table(title=meta.name, caption=f"experiment: {meta.experiment_name}")
+    print(f"model: {meta.name}\nexperiment: {meta.experiment_name}")
+    table = Table()
     table.add_column("task")
     table.add_column("main score", justify="right")
     for result in results.task_results:
