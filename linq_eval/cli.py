@@ -93,7 +93,7 @@ def _check_tasks(names: Sequence[str]) -> list:
             tasks.append(mteb.get_task(name))
         except KeyError:
             raise LinqEvalError(f"unknown task {name!r}: see `mteb available_tasks` or ours in "
-                                "linq_eval/collections.py") from None
+                                "linq_eval/collection_tasks.py") from None
     return tasks
 
 
@@ -145,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    # bitsandbytes warns on every CPU run that an optional kernels package is missing; it is harmless.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         return args.func(args)
     except LinqEvalError as exc:

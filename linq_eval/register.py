@@ -8,8 +8,32 @@ why pyproject pins mteb to one minor version; ``tests/`` smoke-test each write).
 from __future__ import annotations
 
 import logging
+import sys
+from types import TracebackType
 
 logger = logging.getLogger(__name__)
+
+
+def _one_line_for_bad_input(previous):  # noqa: ANN001,ANN202 -- sys.excepthook contract
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        from linq_eval.errors import LinqEvalError
+
+        if isinstance(value, LinqEvalError):
+            print(f"linq-eval: error: {value}", file=sys.stderr)
+        else:
+            previous(kind, value, tb)
+
+    hook.linq_eval = True
+    return hook
+
+
+def install_error_hook() -> None:
+    """In processes that use our entries (e.g. mteb's CLI), bad input ends in one line, not a traceback.
+
+    Only ``LinqEvalError`` is handled; every other exception goes to the previous hook unchanged.
+    """
+    if not getattr(sys.excepthook, "linq_eval", False):
+        sys.excepthook = _one_line_for_bad_input(sys.excepthook)
 
 
 def register_tasks(task_classes: list[type]) -> None:
@@ -42,10 +66,11 @@ def register() -> None:
     """Register the ``linq``, ``linq-8bit`` and ``linq-4bit`` models and the local collection tasks."""
     from mteb.models.model_implementations import MODEL_REGISTRY
 
-    from linq_eval.collections import COLLECTION_TASKS
+    from linq_eval.collection_tasks import COLLECTION_TASKS
     from linq_eval.meta import build_metas
 
     for key, meta in build_metas().items():
         MODEL_REGISTRY[key] = meta
     register_tasks(list(COLLECTION_TASKS))
+    install_error_hook()
     logger.debug("linq-eval registered its models and %d tasks in mteb", len(COLLECTION_TASKS))

@@ -111,3 +111,11 @@ def test_instructions_command() -> None:
     data = json.loads(res.stdout)
     assert data["instructions"]["SciFact"].startswith("Given a scientific claim")
     assert len(data["sha256"]) == 64
+
+
+def test_mteb_cli_bad_model_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    res = run_cli("mteb", "run", "-m", "linq", "-t", "ADIRetrieval", "--output-folder", str(tmp_path),
+                  env={"LINQ_MODEL": "/no/such/model"})
+    assert res.returncode != 0
+    assert "linq-eval: error: model '/no/such/model' is neither" in res.stderr
+    assert "Traceback" not in res.stderr and not list(tmp_path.rglob("*.json"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import mteb
 import pytest
 
-from linq_eval.collections import COLLECTIONS
+from linq_eval.collection_tasks import COLLECTIONS
 from linq_eval.errors import LinqEvalError
 from linq_eval.local_data import read_beir
 from tests.conftest import DATA
