@@ -25,8 +25,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="local directory, hub id or pypi:NAME (default: $LINQ_MODEL, else Linq-Embed-Mistral)")
     parser.add_argument("--bits", type=int, default=16, help="16 (bf16/fp32), 8 (int8) or 4 (NF4)")
     parser.add_argument("--adapter", default=None, help="peft LoRA adapter directory applied on the model")
-    parser.add_argument("--max-length", type=int, default=512, help="max tokens per input, EOS included")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="max tokens per input, EOS included (default: 512 for Linq, else the model's own)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None,
+                        help="override the 16-bit dtype (default: bf16 where supported, else fp32)")
     parser.add_argument("--instructions", default=None, help="JSON instruction table overriding the built-in one")
     parser.add_argument("--instruction", action="append", metavar="TASK=TEXT",
                         help="override one task's instruction (repeatable)")
@@ -84,53 +87,20 @@ def _instructions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_tasks(names: Sequence[str]) -> list:
-    import mteb
-
-    tasks = []
-    for name in names:
-        try:
-            tasks.append(mteb.get_task(name))
-        except KeyError:
-            raise LinqEvalError(f"unknown task {name!r}: see `mteb available_tasks` or ours in "
-                                "linq_eval/collection_tasks.py") from None
-    return tasks
-
-
 def _run(args: argparse.Namespace) -> int:
     from linq_eval.instructions import load_instructions, parse_overrides
-    from linq_eval.model import check_adapter
-    from linq_eval.precision import check_bits
+    from linq_eval.runner import RunSpec, run
 
-    bits = check_bits(args.bits)  # all input checks before anything heavy loads
     overrides = parse_overrides(args.instruction)
-    load_instructions(args.instructions).with_overrides(overrides)
-    if args.adapter:
-        check_adapter(args.adapter)
-    tasks = _check_tasks(args.tasks)
-    for task in tasks:  # local data is read and verified now, before the model
-        task.load_data()
+    load_instructions(args.instructions)  # a bad table fails before anything heavy
+    spec = RunSpec(model=args.model, bits=args.bits, adapter=args.adapter, max_length=args.max_length,
+                   instructions=args.instructions, overrides=overrides, device=args.device, dtype=args.dtype)
+    results = run(spec, args.tasks, args.output_folder, overwrite=args.overwrite, batch_size=args.batch_size)
 
-    import mteb
-
-    from linq_eval.meta import ENTRIES
-
-    key = {b: k for k, b in ENTRIES.items()}[bits]
-    # Only what changes the scores goes into the experiment (and so into the result folder's name).
-    kwargs = {"model": args.model, "adapter": args.adapter, "max_length": args.max_length,
-              "instructions": args.instructions}
-    encoder = mteb.get_model(key, device=args.device, **{k: v for k, v in kwargs.items() if v is not None})
-    if overrides:
-        encoder.instructions = encoder.instructions.with_overrides(overrides)
-        encoder.prompts_dict = encoder.instructions.prompts_dict()
-    results = mteb.evaluate(encoder, tasks, cache=mteb.ResultCache(args.output_folder),
-                            overwrite_strategy="always" if args.overwrite else "only-missing",
-                            encode_kwargs={"batch_size": args.batch_size})
     from rich.console import Console
     from rich.table import Table
 
-    meta = encoder.mteb_model_meta
-    print(f"model: {meta.name}\nexperiment: {meta.experiment_name}")
+    print(f"model: {results.model_name}\nexperiment: {results.experiment_name or '-'}")
     table = Table()
     table.add_column("task")
     table.add_column("main score", justify="right")

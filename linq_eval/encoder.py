@@ -54,6 +54,7 @@ class LinqEncoder(AbsEncoder):
             so that short inputs are batched more widely than long ones.
         devices: several devices (e.g. ``["cuda:0", "cuda:1"]``) to encode on in parallel processes.
         show_progress: show a rich progress bar.
+        use_instructions: False for models trained without instructions (e.g. all-MiniLM-L6-v2).
     """
 
     # A task's own mteb prompt beats the generic per-type fallback of our table.
@@ -68,6 +69,7 @@ class LinqEncoder(AbsEncoder):
         max_tokens_per_batch: int | None = None,
         devices: Sequence[str] | None = None,
         show_progress: bool = True,
+        use_instructions: bool = True,
     ) -> None:
         self.model = model
         self.instructions = instructions or load_instructions()
@@ -77,10 +79,13 @@ class LinqEncoder(AbsEncoder):
         self.max_tokens_per_batch = max_tokens_per_batch
         self.devices = list(devices) if devices else None
         self.show_progress = show_progress
+        self.use_instructions = use_instructions
 
     # -- instructions -------------------------------------------------------------------------
     def prefix_for(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> str:
         """The text put before every input of this task side: an instruction, or "" for documents."""
+        if not self.use_instructions:
+            return ""
         if prompt_type == PromptType.document and task_metadata.type in ASYMMETRIC_TYPES:
             return ""
         return self.get_task_instruction(task_metadata, prompt_type) or ""

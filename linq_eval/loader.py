@@ -19,6 +19,7 @@ def load_linq_encoder(
     device: str | None = None,
     bits: int = 16,
     max_length: int = 512,
+    dtype: str | None = None,
     model: str | None = None,
     adapter: str | None = None,
     instructions: str | None = None,
@@ -39,7 +40,7 @@ def load_linq_encoder(
 
     del implementation  # recorded in the experiment name only
     source = model or model_name
-    st_model = build_model(source, bits=bits, adapter=adapter, max_length=max_length, device=device,
+    st_model = build_model(source, bits=bits, adapter=adapter, max_length=max_length, device=device, dtype=dtype,
                            revision=revision if source == model_name else None)
     if embed_dim is not None:
         st_model.truncate_dim = embed_dim

