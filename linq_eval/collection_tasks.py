@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 
 from linq_eval.errors import LinqEvalError
-from linq_eval.local_data import DATA_ENV, data_dir, read_beir, sha256_file, to_mteb_split
+from linq_eval.local_data import DATA_ENV, data_dir, sha256_file
+from linq_eval.local_mteb import LocalSourceMixin
 
 logger = logging.getLogger(__name__)
 
@@ -126,15 +127,18 @@ def _metadata(c: Collection) -> TaskMetadata:
     )
 
 
-class LocalCollectionRetrieval(AbsTaskRetrieval):
-    """A retrieval task whose data is a local BEIR folder, verified against its checksums."""
+class LocalCollectionRetrieval(LocalSourceMixin, AbsTaskRetrieval):
+    """A retrieval task whose data is a local BEIR folder, verified against its recorded checksums."""
 
     collection: Collection
 
-    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:  # noqa: ARG002 -- mteb signature
-        if self.data_loaded:
-            return
+    def _local_folder(self) -> Path:
         folder = data_dir() / self.collection.folder
+        if not folder.is_dir():
+            raise LinqEvalError(f"data folder {folder} does not exist: set {DATA_ENV} to the folder holding it")
+        return folder
+
+    def _verify(self, folder: Path) -> None:
         for name, expected in self.collection.sha256.items():
             path = folder / name
             if path.is_file() and sha256_file(path) != expected:
@@ -142,9 +146,6 @@ class LocalCollectionRetrieval(AbsTaskRetrieval):
                     f"{path}: sha256 does not match {self.metadata.name}'s recorded checksum: "
                     f"restore the original file or point {DATA_ENV} at an unmodified copy"
                 )
-        split = to_mteb_split(read_beir(folder, "test"))
-        self.dataset = {"default": {"test": split}}
-        self.data_loaded = True
 
 
 def _task_class(c: Collection) -> type[LocalCollectionRetrieval]:

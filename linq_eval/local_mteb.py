@@ -61,10 +61,11 @@ class LocalSourceMixin:
     def load_data(self, num_proc: int | None = None, *, timer: Any = None, **kwargs: Any) -> None:  # noqa: ANN401
         if self.data_loaded:
             return
-        folder = local_folder(self.metadata.name)
+        folder = self._local_folder()
         if folder is None:
             self._load_from_hub(num_proc=num_proc, timer=timer, **kwargs)
             return
+        self._verify(folder)
         from mteb.timing import TimingStack
 
         timer = timer or TimingStack()
@@ -77,6 +78,12 @@ class LocalSourceMixin:
                 self.dataset_transform(num_proc=num_proc)
         self.data_loaded = True
         self.local_source = {"folder": str(folder), "sha256": digest}
+
+    def _local_folder(self) -> Path | None:
+        return local_folder(self.metadata.name)
+
+    def _verify(self, folder: Path) -> None:
+        """Checks before reading (e.g. recorded checksums); the readers check the content itself."""
 
     def _load_from_hub(self, **kwargs: Any) -> None:  # noqa: ANN401
         try:
