@@ -31,4 +31,5 @@ lint: install
 	$(VENV)/bin/ruff check linq_eval linq_train tests benchmarks _linq_eval_hook.py
 
 bench: install
-	$(PY) benchmarks/encode_throughput.py
+	$(PY) benchmarks/encoder_speed.py
+	$(PY) benchmarks/reproduce_published.py

@@ -9,7 +9,7 @@ precision, systems interleaved round by round (A, B, C, A, B, C, ...), median of
 3. 4-bit vs 16-bit weight memory: measured on the stand-in, and computed for Mistral-7B's shapes;
 4. the bf16 and fp32 matmul peak of this machine, and model FLOP utilisation (MFU) against it.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/encoder_speed.py [--docs 96 --long-docs 16 --rounds 3]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/encoder_speed.py [--docs 96 --long-docs 8 --rounds 2]
 
 Writes ``results/benchmarks/encoder_speed.json``.
 """
@@ -111,8 +111,8 @@ def timed(fn: Callable[[], Any]) -> float:
 def main() -> None:  # noqa: PLR0915 -- a linear script
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=96, help="short documents (abstracts)")
-    parser.add_argument("--long-docs", type=int, default=16, help="long documents (LegalBench summaries)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--long-docs", type=int, default=8, help="long documents (LegalBench summaries)")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default="results/benchmarks/encoder_speed.json")
     args = parser.parse_args()
@@ -149,8 +149,11 @@ def main() -> None:  # noqa: PLR0915 -- a linear script
                                                               normalize_embeddings=True),
         "ours_fp32": lambda: ours32.encode_texts(texts, batch_size=args.batch_size),
     }
-    for fn in systems.values():  # warm-up
-        fn()
+    warm = texts[:4]
+    ours.encode_texts(warm)
+    ours32.encode_texts(warm)
+    upstream.model.encode(warm)
+    upstream512.model.encode(warm)
     times: dict[str, list[float]] = {name: [] for name in systems}
     for _ in range(args.rounds):
         for name, fn in systems.items():

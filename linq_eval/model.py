@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Pooling = Literal["lasttoken", "mean", "cls"]
+PoolingMode = Literal["lasttoken", "mean", "cls"]
 DEFAULT_MODEL = "Linq-AI-Research/Linq-Embed-Mistral"
 DEFAULT_REVISION = "0c1a0b0589177079acc552433cad51d7c9132379"  # mteb's pinned revision
 DEFAULT_MAX_LENGTH = 512  # e5-mistral evaluation practice
@@ -159,7 +159,7 @@ def _pooling_mode(model: SentenceTransformer) -> str | None:
     return None
 
 
-def _load(source: str, revision: str | None, device: str, model_kwargs: dict[str, Any], pooling: Pooling | None,
+def _load(source: str, revision: str | None, device: str, model_kwargs: dict[str, Any], pooling: PoolingMode | None,
           max_length: int, trust_remote_code: bool) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Transformer
@@ -184,6 +184,11 @@ def _load(source: str, revision: str | None, device: str, model_kwargs: dict[str
     return SentenceTransformer(modules=modules, device=device, similarity_fn_name="cosine")
 
 
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 def _apply_adapter(model: SentenceTransformer, adapter: Path, *, merge: bool, trainable: bool) -> None:
     from peft import PeftModel
 
@@ -191,9 +196,9 @@ def _apply_adapter(model: SentenceTransformer, adapter: Path, *, merge: bool, tr
     try:
         peft_model = PeftModel.from_pretrained(transformer.auto_model, str(adapter), is_trainable=trainable)
     except (ValueError, RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LinqEvalError(
-            f"adapter {adapter} does not match the base model ({first[:200]}): load it on the base it was trained on"
+            f"adapter {adapter} does not match the base model ({_first_line(exc, 200)}): "
+            "load it on the base it was trained on"
         ) from None
     transformer.model = peft_model.merge_and_unload() if merge else peft_model  # auto_model is a read-only view
 
@@ -207,7 +212,7 @@ def build_model(
     device: str | None = None,
     dtype: str | None = None,
     revision: str | None = None,
-    pooling: Pooling | None = None,
+    pooling: PoolingMode | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     for_training: bool = False,
@@ -259,9 +264,8 @@ def build_model(
     except LinqEvalError:
         raise
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = " (the hub is offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise LinqEvalError(f"cannot load model {source!r}{hint}: {first[:300]}") from None
+        raise LinqEvalError(f"cannot load model {source!r}{hint}: {_first_line(exc)}") from None
 
     if max_length is not None or not model.max_seq_length:
         model.max_seq_length = max_length or DEFAULT_MAX_LENGTH
