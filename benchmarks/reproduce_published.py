@@ -4,6 +4,7 @@ Proves the whole local path (our data readers, our loader, mteb's own tasks and 
 numbers in mteb's public results repository. Run by hand:
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/reproduce_published.py [--dtype float32] [--tasks ...]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/reproduce_published.py --linq-stand-in pypi:SmolLM2-135M
 
 Writes ``results/reproduction/all-MiniLM-L6-v2.json`` and ``.md`` (ours, published, difference).
 """
@@ -59,6 +60,14 @@ def reproduce(tasks: list[str], dtype: str | None) -> list[dict]:
     return rows
 
 
+def run_linq_stand_in(tasks: list[str], model: str, cache: str) -> list[dict]:
+    """The same tasks through the Linq path (last-token pooling, EOS, instructions on both STS sides)."""
+    from linq_eval.runner import RunSpec, run
+
+    results = run(RunSpec(model=model), tasks, cache)
+    return [{"task": r.task_name, "score": round(float(r.get_score()), 5)} for r in results.task_results]
+
+
 def to_markdown(rows: list[dict], dtype: str) -> str:
     lines = [f"all-MiniLM-L6-v2 through linq-eval's local path ({dtype}) vs mteb's published scores "
              f"(tolerance {TOLERANCE})", "", "| task | ours | published | difference | within | note |",
@@ -74,7 +83,18 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                         help="float32 matches how the published numbers were made")
     parser.add_argument("--out", default="results/reproduction")
+    parser.add_argument("--linq-stand-in", default=None, metavar="MODEL",
+                        help="also run the Linq path on these tasks with a stand-in decoder, e.g. pypi:SmolLM2-135M")
+    parser.add_argument("--cache", default="results/mteb", help="mteb result cache for the stand-in run")
     args = parser.parse_args()
+    if args.linq_stand_in:
+        rows = run_linq_stand_in(args.tasks, args.linq_stand_in, args.cache)
+        out = Path(args.out) / "linq-stand-in.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"model": args.linq_stand_in, "path": "linq (16-bit, 512 tokens, instructions)",
+                                   "rows": rows}, indent=2) + "\n")
+        print(json.dumps(rows, indent=2))
+        return
     rows = reproduce(args.tasks, args.dtype)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,8 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-t", "--tasks", nargs="+", required=True, help="mteb task names (ours included)")
     p.add_argument("--output-folder", default="results/mteb", help="mteb result cache folder")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--devices", nargs="+", default=None,
+                   help="encode on several devices in parallel processes, e.g. cuda:0 cuda:1, or 'all'")
     p.add_argument("--overwrite", action="store_true", help="recompute tasks that already have results")
     p.set_defaults(func=_run)
 
@@ -94,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.instruction)
     load_instructions(args.instructions)  # a bad table fails before anything heavy
     spec = RunSpec(model=args.model, bits=args.bits, adapter=args.adapter, max_length=args.max_length,
-                   instructions=args.instructions, overrides=overrides, device=args.device, dtype=args.dtype)
+                   instructions=args.instructions, overrides=overrides, device=args.device, dtype=args.dtype, devices=args.devices)
     results = run(spec, args.tasks, args.output_folder, overwrite=args.overwrite, batch_size=args.batch_size)
 
     from rich.console import Console

@@ -48,6 +48,17 @@ def token_budget_batches(lengths: Sequence[int], batch_size: int, max_tokens: in
     return batches
 
 
+def resolve_devices(devices: Sequence[str] | str | None) -> list[str]:
+    """``"all"`` -> every visible CUDA device; a list stays as it is; None -> [] (encode in this process)."""
+    if devices is None:
+        return []
+    if devices == "all":
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return [devices] if isinstance(devices, str) else list(devices)
+
+
 class LinqEncoder(AbsEncoder):
     """Encodes mteb task inputs with Linq-Embed-Mistral's instructions and pooling.
 
@@ -57,7 +68,8 @@ class LinqEncoder(AbsEncoder):
         batch_size: most inputs per forward pass (mteb's ``encode_kwargs["batch_size"]`` wins).
         max_tokens_per_batch: most padded tokens per forward pass; default ``CPU_TOKEN_BUDGET`` on CPU and
             ``batch_size * max_length`` on accelerators, which need large batches to fill up.
-        devices: several devices (e.g. ``["cuda:0", "cuda:1"]``) to encode on in parallel processes.
+        devices: several devices (e.g. ``["cuda:0", "cuda:1"]``, or ``"all"`` for every visible GPU) to encode
+            on in parallel processes (sentence-transformers' multi-process pool).
         show_progress: show a rich progress bar.
         use_instructions: False for models trained without instructions (e.g. all-MiniLM-L6-v2).
     """
@@ -72,7 +84,7 @@ class LinqEncoder(AbsEncoder):
         *,
         batch_size: int = 32,
         max_tokens_per_batch: int | None = None,
-        devices: Sequence[str] | None = None,
+        devices: Sequence[str] | str | None = None,
         show_progress: bool = True,
         use_instructions: bool = True,
     ) -> None:
@@ -82,7 +94,7 @@ class LinqEncoder(AbsEncoder):
         self.prompts_dict = self.instructions.prompts_dict()
         self.batch_size = batch_size
         self.max_tokens_per_batch = max_tokens_per_batch
-        self.devices = list(devices) if devices else None
+        self.devices = devices
         self.show_progress = show_progress
         self.use_instructions = use_instructions
 
@@ -121,8 +133,9 @@ class LinqEncoder(AbsEncoder):
         full = [prefix + (t or "") for t in texts]
         if not full:
             return np.zeros((0, self.model.get_embedding_dimension()), dtype=np.float32)
-        if self.devices:
-            return self._encode_multiprocess(full, batch_size or self.batch_size)
+        devices = resolve_devices(self.devices)
+        if len(devices) > 1:
+            return self._encode_multiprocess(full, batch_size or self.batch_size, devices)
         return self._encode_local(full, batch_size or self.batch_size, label)
 
     def _encode_local(self, texts: list[str], batch_size: int, label: str) -> np.ndarray:
@@ -145,8 +158,8 @@ class LinqEncoder(AbsEncoder):
                 progress.advance(bar, len(idx))
         return out
 
-    def _encode_multiprocess(self, texts: list[str], batch_size: int) -> np.ndarray:
-        pool = self.model.start_multi_process_pool(self.devices)
+    def _encode_multiprocess(self, texts: list[str], batch_size: int, devices: list[str]) -> np.ndarray:
+        pool = self.model.start_multi_process_pool(devices)
         try:
             emb = self.model.encode(texts, pool=pool, batch_size=batch_size, convert_to_numpy=True,
                                     normalize_embeddings=True, show_progress_bar=self.show_progress)

