@@ -1,0 +1,139 @@
+"""Statistics on paired per-query scores, shared by light-set validation, ``compare`` and ``gate``.
+
+Pure functions over numpy arrays (numpy and scipy only, no torch), following ``shared/notes/statistics.md``:
+paired sign-flip permutation tests, paired bootstrap intervals (stratified by task across tasks), Holm's
+correction, the minimum detectable effect, TOST equivalence and Kendall's tau. Every threshold is a parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import stats as _stats
+
+Verdict = Literal["equivalent", "different", "inconclusive"]
+
+
+def _diff(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired scores need equal 1-d shapes, got {a.shape} and {b.shape}")
+    if a.size < 2:
+        raise ValueError("paired scores need at least 2 queries")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("paired scores contain NaN or infinite values")
+    return a - b
+
+
+def permutation_pvalue(a: Sequence[float], b: Sequence[float], *, n_resamples: int = 10_000, seed: int = 0) -> float:
+    """Two-sided paired randomisation (sign-flip) test of mean(a - b) = 0."""
+    d = _diff(a, b)
+    if np.allclose(d, 0.0):
+        return 1.0
+    result = _stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=n_resamples,
+                                     alternative="two-sided", random_state=seed)
+    return float(result.pvalue)
+
+
+def bootstrap_ci(a: Sequence[float], b: Sequence[float], *, confidence: float = 0.95, n_resamples: int = 10_000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Paired bootstrap (percentile) interval of mean(a - b) over queries."""
+    d = _diff(a, b)
+    if np.allclose(d, d[0]):
+        return float(d[0]), float(d[0])
+    result = _stats.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+                              method="percentile", random_state=seed)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def stratified_macro_ci(pairs: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, confidence: float = 0.95,
+                        n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """Macro mean over tasks of mean(a - b), with a bootstrap interval that resamples queries within each task.
+
+    scipy's bootstrap cannot stratify, hence this loop. Returns (estimate, low, high).
+    """
+    rng = np.random.default_rng(seed)
+    diffs = [_diff(a, b) for a, b in pairs.values()]
+    estimate = float(np.mean([d.mean() for d in diffs]))
+    macro = np.zeros(n_resamples)
+    for d in diffs:
+        idx = rng.integers(0, d.size, size=(n_resamples, d.size))
+        macro += d[idx].mean(axis=1)
+    macro /= len(diffs)
+    tail = (1 - confidence) / 2
+    return estimate, float(np.quantile(macro, tail)), float(np.quantile(macro, 1 - tail))
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error), in the input order."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p)
+    m = p.size
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (m - rank) * p[i])
+        adjusted[i] = min(1.0, running)
+    return adjusted
+
+
+def mde(d_sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true mean difference a paired test detects: (z_{1-a/2} + z_{power}) * sd / sqrt(n)."""
+    return float((_stats.norm.ppf(1 - alpha / 2) + _stats.norm.ppf(power)) * d_sd / np.sqrt(n))
+
+
+def queries_needed(d_sd: float, effect: float, *, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Queries a paired test needs to detect ``effect`` (the MDE formula solved for n)."""
+    if effect <= 0:
+        raise ValueError("effect must be positive")
+    z = _stats.norm.ppf(1 - alpha / 2) + _stats.norm.ppf(power)
+    return int(np.ceil((z * d_sd / effect) ** 2))
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """TOST result: the verdict, the 90% (1 - 2 alpha) interval it rests on, and what would decide it."""
+
+    verdict: Verdict
+    mean_difference: float
+    low: float
+    high: float
+    margin: float
+    p_value: float
+    queries_to_decide: int | None
+
+
+def tost(a: Sequence[float], b: Sequence[float], *, margin: float = 0.01, alpha: float = 0.05,
+         n_resamples: int = 10_000, seed: int = 0) -> Equivalence:
+    """Two one-sided tests: equivalent when the (1 - 2 alpha) CI of mean(a - b) lies inside [-margin, margin].
+
+    Different when the CI lies entirely outside the margin, or the difference is significant (permutation
+    test at ``alpha``) and its estimate exceeds the margin; inconclusive otherwise, with the number of
+    queries at which the interval would be narrow enough to decide.
+    """
+    d = _diff(a, b)
+    low, high = bootstrap_ci(a, b, confidence=1 - 2 * alpha, n_resamples=n_resamples, seed=seed)
+    p = permutation_pvalue(a, b, n_resamples=n_resamples, seed=seed)
+    mean = float(d.mean())
+    if -margin < low and high < margin:
+        verdict: Verdict = "equivalent"
+    elif low > margin or high < -margin or (p < alpha and abs(mean) > margin):
+        verdict = "different"
+    else:
+        verdict = "inconclusive"
+    needed = None
+    if verdict == "inconclusive":
+        room = margin - abs(mean)
+        sd = float(d.std(ddof=1))
+        # the one-sided z at 1 - alpha per side, as in the (1 - 2 alpha) interval
+        needed = int(np.ceil((_stats.norm.ppf(1 - alpha) * sd / room) ** 2)) if room > 0 and sd > 0 else None
+    return Equivalence(verdict, mean, low, high, margin, p, needed)
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b between two systems' scores (the same systems in the same order)."""
+    tau = _stats.kendalltau(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic
+    return float(tau)
