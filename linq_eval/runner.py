@@ -133,6 +133,7 @@ def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overw
     import mteb
 
     from linq_eval.model import check_adapter
+    from linq_eval.per_query import sibling_path
     from linq_eval.precision import check_bits
 
     check_bits(spec.bits)
@@ -145,6 +146,26 @@ def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overw
     encoder.batch_size = batch_size
     for task in tasks:  # loaded above only to check the data: mteb reloads it and records where it came from
         task.unload_data()
-    return mteb.evaluate(encoder, tasks, cache=mteb.ResultCache(cache_folder),
-                         overwrite_strategy="always" if overwrite else "only-missing",
-                         encode_kwargs={"batch_size": batch_size})
+    cache = mteb.ResultCache(cache_folder)
+    meta = encoder.mteb_model_meta
+    predictions = sibling_path(cache.cache_path, cache.get_task_result_path("_", meta), "predictions").parent
+    results = mteb.evaluate(encoder, tasks, cache=cache, overwrite_strategy="always" if overwrite else "only-missing",
+                            encode_kwargs={"batch_size": batch_size}, prediction_folder=predictions)
+    _write_per_query(tasks, cache, meta, predictions)
+    return results
+
+
+def _write_per_query(tasks: list[AbsTask], cache: Any, meta: Any, predictions: Path) -> None:  # noqa: ANN401
+    """A per-query file for each retrieval result that does not have an up-to-date one."""
+    from linq_eval.per_query import per_query_path, write_retrieval_per_query
+
+    for task in tasks:
+        result_path = cache.get_task_result_path(task.metadata.name, meta)
+        ranking = predictions / task.prediction_file_name
+        if task.metadata.type != "Retrieval" or not result_path.is_file() or not ranking.is_file():
+            continue
+        out = per_query_path(cache.cache_path, result_path)
+        if out.is_file() and out.stat().st_mtime >= result_path.stat().st_mtime:
+            continue
+        task.load_data()
+        write_retrieval_per_query(task, ranking, out)
