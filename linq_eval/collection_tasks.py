@@ -133,10 +133,7 @@ class LocalCollectionRetrieval(LocalSourceMixin, AbsTaskRetrieval):
     collection: Collection
 
     def _local_folder(self) -> Path:
-        folder = data_dir() / self.collection.folder
-        if not folder.is_dir():
-            raise LinqEvalError(f"data folder {folder} does not exist: set {DATA_ENV} to the folder holding it")
-        return folder
+        return data_dir() / self.collection.folder  # no hub fallback: read_beir reports a missing folder
 
     def _verify(self, folder: Path) -> None:
         for name, expected in self.collection.sha256.items():

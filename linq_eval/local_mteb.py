@@ -12,7 +12,6 @@ The result file records the source: its ``evaluation_phases`` hold a data-loadin
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from linq_eval.errors import LinqEvalError
 from linq_eval.local_data import DATA_ENV, data_dir, folder_sha256, read_beir, read_pairs, to_mteb_split
+from linq_eval.offline_models import hub_offline
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class LocalSourceMixin:
         try:
             super().load_data(**kwargs)
         except Exception as exc:
-            if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes"}:
+            if hub_offline():
                 raise LinqEvalError(
                     f"{self.metadata.name}: no local copy in {data_dir() / self.metadata.name} and the hub is "
                     f"offline (HF_HUB_OFFLINE=1): put the task's data there or point {DATA_ENV} at a folder "

@@ -264,7 +264,9 @@ def build_model(
     except LinqEvalError:
         raise
     except (OSError, ValueError) as exc:
-        hint = " (the hub is offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        from linq_eval.offline_models import hub_offline
+
+        hint = " (the hub is offline: HF_HUB_OFFLINE is set)" if hub_offline() else ""
         raise LinqEvalError(f"cannot load model {source!r}{hint}: {_first_line(exc)}") from None
 
     if max_length is not None or not model.max_seq_length:

@@ -22,6 +22,11 @@ logger = logging.getLogger(__name__)
 PREFIX = "pypi:"
 
 
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set to a true value (as huggingface_hub reads it)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("LINQ_CACHE") or Path.home() / ".cache" / "linq-eval").expanduser()
 

@@ -36,43 +36,43 @@ def install_error_hook() -> None:
         sys.excepthook = _one_line_for_bad_input(sys.excepthook)
 
 
-def register_tasks(task_classes: list[type]) -> None:
-    """Add task classes to all three places ``mteb.get_tasks`` reads: registry, task list, similar tasks."""
+def _get_tasks_module():  # noqa: ANN202
     import importlib
 
     # `mteb.get_tasks` the attribute is the function; the module holds the registries.
-    get_tasks_module = importlib.import_module("mteb.get_tasks")
+    return importlib.import_module("mteb.get_tasks")
 
-    known = {cls.metadata.name for cls in get_tasks_module.TASK_LIST}
+
+def _put_tasks(by_name: dict[str, type]) -> None:
+    """Write tasks into ``_TASKS_REGISTRY`` and ``TASK_LIST``: replace same-named entries, append new ones."""
+    module = _get_tasks_module()
+    module._TASKS_REGISTRY.update(by_name)
+    listed = {t.metadata.name for t in module.TASK_LIST}
+    module.TASK_LIST = (*(by_name.get(t.metadata.name, t) for t in module.TASK_LIST),
+                        *(cls for name, cls in by_name.items() if name not in listed))
+
+
+def register_tasks(task_classes: list[type]) -> None:
+    """Add task classes to all three places ``mteb.get_tasks`` reads: registry, task list, similar tasks."""
+    module = _get_tasks_module()
     for cls in task_classes:
-        name = cls.metadata.name
-        existing = get_tasks_module._TASKS_REGISTRY.get(name)
+        existing = module._TASKS_REGISTRY.get(cls.metadata.name)
         if existing is not None and existing is not cls and existing.__module__.startswith("mteb."):
-            raise ValueError(f"task name {name!r} is already one of mteb's tasks: rename ours")
-        get_tasks_module._TASKS_REGISTRY[name] = cls
-        if name not in known:
-            get_tasks_module.TASK_LIST = (*get_tasks_module.TASK_LIST, cls)
-        else:
-            get_tasks_module.TASK_LIST = tuple(
-                cls if t.metadata.name == name else t for t in get_tasks_module.TASK_LIST
-            )
+            raise ValueError(f"task name {cls.metadata.name!r} is already one of mteb's tasks: rename ours")
+    _put_tasks({cls.metadata.name: cls for cls in task_classes})
+    for cls in task_classes:
         for parent in cls.metadata.adapted_from or []:
-            similar = get_tasks_module._SIMILAR_TASKS.setdefault(parent, [])
-            if name not in similar:
-                similar.append(name)
+            similar = module._SIMILAR_TASKS.setdefault(parent, [])
+            if cls.metadata.name not in similar:
+                similar.append(cls.metadata.name)
 
 
 def wrap_mteb_tasks() -> int:
     """Swap mteb's tasks of the types in ``local_mteb.TYPE_LOADERS`` for local-copy-aware subclasses."""
-    import importlib
-
     from linq_eval.local_mteb import local_source_classes
 
-    get_tasks_module = importlib.import_module("mteb.get_tasks")
-    wrapped = {cls.metadata.name: cls for cls in local_source_classes(get_tasks_module.TASK_LIST)}
-    if wrapped:
-        get_tasks_module._TASKS_REGISTRY.update(wrapped)
-        get_tasks_module.TASK_LIST = tuple(wrapped.get(t.metadata.name, t) for t in get_tasks_module.TASK_LIST)
+    wrapped = {cls.metadata.name: cls for cls in local_source_classes(_get_tasks_module().TASK_LIST)}
+    _put_tasks(wrapped)
     return len(wrapped)
 
 
