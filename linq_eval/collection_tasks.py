@@ -15,7 +15,7 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 
 from linq_eval.errors import LinqEvalError
-from linq_eval.local_data import DATA_ENV, data_dir, sha256_file
+from linq_eval.local_data import DATA_ENV, BeirData, data_dir, read_beir, sha256_file, to_mteb_split
 from linq_eval.local_mteb import LocalSourceMixin
 
 logger = logging.getLogger(__name__)
@@ -136,13 +136,17 @@ class LocalCollectionRetrieval(LocalSourceMixin, AbsTaskRetrieval):
         return data_dir() / self.collection.folder  # no hub fallback: read_beir reports a missing folder
 
     def _verify(self, folder: Path) -> None:
-        for name, expected in self.collection.sha256.items():
-            path = folder / name
-            if path.is_file() and sha256_file(path) != expected:
-                raise LinqEvalError(
-                    f"{path}: sha256 does not match {self.metadata.name}'s recorded checksum: "
-                    f"restore the original file or point {DATA_ENV} at an unmodified copy"
-                )
+        _verify_files(folder, self.collection.sha256, self.metadata.name)
+
+
+def _verify_files(folder: Path, sha256: dict[str, str], task: str) -> None:
+    for name, expected in sha256.items():
+        path = folder / name
+        if path.is_file() and sha256_file(path) != expected:
+            raise LinqEvalError(
+                f"{path}: sha256 does not match {task}'s recorded checksum: "
+                f"restore the original file or point {DATA_ENV} at an unmodified copy"
+            )
 
 
 def _task_class(c: Collection) -> type[LocalCollectionRetrieval]:
@@ -151,3 +155,65 @@ def _task_class(c: Collection) -> type[LocalCollectionRetrieval]:
 
 
 COLLECTION_TASKS: tuple[type[LocalCollectionRetrieval], ...] = tuple(_task_class(c) for c in COLLECTIONS)
+
+
+# -- the union: every collection's queries over all their corpora ------------------------------------
+UNION_FOLDERS: tuple[str, ...] = (*(c.folder for c in COLLECTIONS), "LegalBenchCorporateLobbying")
+
+
+def _union_metadata() -> TaskMetadata:
+    return TaskMetadata(
+        name="CollectionsUnionRetrieval",
+        dataset={"path": "local/union", "revision": "union-of-" + "-".join(UNION_FOLDERS)},
+        description=("Every query of the seven classic IR collections and LegalBenchCorporateLobbying over the "
+                     f"union of all their corpora (about 25k documents, 886 queries), read from ${DATA_ENV}. "
+                     "Ids are '<folder>:<id>'. Each query's distractors now include other domains."),
+        reference="http://ir.dcs.gla.ac.uk/resources/test_collections/",
+        type="Retrieval",
+        category="t2t",
+        modalities=["text"],
+        eval_splits=["test"],
+        eval_langs=["eng-Latn"],
+        main_score="ndcg_at_10",
+        date=("1958-01-01", "2023-12-31"),
+        domains=["Academic", "Legal", "Medical", "Written"],
+        task_subtypes=["Article retrieval"],
+        license="not specified",
+        annotations_creators="expert-annotated",
+        dialect=[],
+        sample_creation="found",
+        bibtex_citation="",
+        prompt={"query": "Given a question or a search request, retrieve documents that answer it"},
+    )
+
+
+def read_union(root: Path, split: str = "test") -> BeirData:
+    """All folders of :data:`UNION_FOLDERS` under ``root`` as one BEIR split, ids prefixed by folder."""
+    corpus: dict[str, dict[str, str]] = {}
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for folder in UNION_FOLDERS:
+        part = read_beir(root / folder, split)
+        corpus.update({f"{folder}:{i}": doc for i, doc in part.corpus.items()})
+        queries.update({f"{folder}:{i}": text for i, text in part.queries.items()})
+        qrels.update({f"{folder}:{q}": {f"{folder}:{d}": g for d, g in docs.items()} for q, docs in part.qrels.items()})
+    return BeirData(corpus=corpus, queries=queries, qrels=qrels)
+
+
+class CollectionsUnionRetrieval(LocalCollectionRetrieval):
+    """The union task: checks each collection against its recorded checksums, then reads them all."""
+
+    metadata = _union_metadata()
+
+    def _local_folder(self) -> Path:
+        return data_dir()
+
+    def _verify(self, folder: Path) -> None:
+        for c in COLLECTIONS:
+            _verify_files(folder / c.folder, c.sha256, self.metadata.name)
+
+    def _read(self, folder: Path) -> dict:
+        return {"default": {split: to_mteb_split(read_union(folder, split)) for split in self.eval_splits}}
+
+
+ALL_COLLECTION_TASKS: tuple[type[LocalCollectionRetrieval], ...] = (*COLLECTION_TASKS, CollectionsUnionRetrieval)

