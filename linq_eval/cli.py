@@ -55,12 +55,38 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+def _add_light_parser(sub: argparse._SubParsersAction) -> None:
+    from linq_eval.light_build import DEFAULT_DEPTH, DEFAULT_QUERIES, DEFAULT_RETRIEVERS
+
+    light = sub.add_parser("light", help="light retrieval sets: build, list, validate").add_subparsers(
+        dest="light_command", required=True)
+    b = light.add_parser("build", help="build a light set's manifest (deterministic) and its descriptive stats")
+    b.add_argument("tasks", nargs="+", help="retrieval task names (mteb's, or ours)")
+    b.add_argument("--queries", type=int, default=DEFAULT_QUERIES, help="sampled test queries (all when fewer)")
+    b.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="top-k candidates per query and retriever")
+    b.add_argument("--retrievers", default=DEFAULT_RETRIEVERS, help="comma-separated: bm25 and model references")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--data-dir", default=None, help="local data folder (default: $LINQ_DATA_DIR)")
+    b.add_argument("--out", default=None, help="manifest folder (default: $LINQ_LIGHT_DIR, else tasks_light/)")
+    b.set_defaults(func=_light_build)
+    ls = light.add_parser("list", help="the light sets found, with their sizes and pooling retrievers")
+    ls.set_defaults(func=_light_list)
+    v = light.add_parser("validate", help="does each light set rank a panel of systems like the full task?")
+    v.add_argument("tasks", nargs="*", help="light sets or their source tasks (default: every shipped one)")
+    v.add_argument("--sweep", action="store_true", help="also sweep depth, query count and retriever set")
+    v.add_argument("--timing", action="store_true",
+                   help="also time all-MiniLM-L6-v2 encoding the light and the full corpus afresh")
+    v.add_argument("--out", default="results/light", help="folder for validation.json, sweep.json and PNGs")
+    v.set_defaults(func=_light_validate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linq-eval", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_instructions_parser(sub)
     _add_run_parser(sub)
+    _add_light_parser(sub)
     return parser
 
 
@@ -110,6 +136,68 @@ def _run(args: argparse.Namespace) -> int:
         table.add_row(result.task_name, f"{result.get_score():.4f}")
     Console().print(table)
     print(f"results: {Path(args.output_folder).resolve()}")
+    return 0
+
+
+def _light_build(args: argparse.Namespace) -> int:
+    import os
+
+    from linq_eval.light_build import BuildSpec, check_spec
+    from linq_eval.light_manifest import LIGHT_DIR_ENV, light_dir
+
+    specs = [BuildSpec(task=t, queries=args.queries, depth=args.depth, retrievers=args.retrievers, seed=args.seed)
+             for t in args.tasks]
+    for spec in specs:  # every input checked before any data or model loads
+        check_spec(spec)
+    if args.data_dir:
+        if not Path(args.data_dir).is_dir():
+            raise LinqEvalError(f"--data-dir {args.data_dir}: no such folder: give the folder holding <Task>/")
+        os.environ["LINQ_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    if args.out:
+        os.environ[LIGHT_DIR_ENV] = str(Path(args.out).resolve())
+    from linq_eval.light_build import build
+    from linq_eval.light_manifest import write_manifest
+    from linq_eval.light_tasks import register_light, write_descriptive_stats
+
+    for spec in specs:
+        manifest = build(spec)
+        path = write_manifest(manifest, light_dir())
+        register_light(light_dir())
+        write_descriptive_stats(manifest.name, light_dir())
+        c = manifest.counts
+        print(f"{path}: {c['queries']}/{c['full_queries']} queries, {c['corpus']}/{c['full_corpus']} documents "
+              f"({c['full_corpus'] / c['corpus']:.1f}x fewer), checksum {manifest.checksum[:12]}")
+    return 0
+
+
+def _light_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from linq_eval.light_manifest import available, light_dir, load_manifest, manifest_path
+
+    table = Table(title=f"light sets in {light_dir()}")
+    for col in ("name", "queries", "documents", "depth", "retrievers", "checksum"):
+        table.add_column(col)
+    for name in available():
+        m = load_manifest(manifest_path(name))
+        c = m.counts
+        table.add_row(name, f"{c['queries']}/{c['full_queries']}", f"{c['corpus']}/{c['full_corpus']}",
+                      str(m.parameters.depth), ", ".join(r.name for r in m.retrievers), m.checksum[:12])
+    Console().print(table)
+    return 0
+
+
+def _light_validate(args: argparse.Namespace) -> int:
+    from linq_eval.light_report import check_light_names
+
+    manifests = check_light_names(args.tasks)
+    from linq_eval.light_report import print_table, validate
+
+    out = Path(args.out)
+    report = validate(manifests, out, do_sweep=args.sweep, timing=args.timing)
+    print_table(report["tasks"])
+    print(f"results: {out.resolve()}")
     return 0
 
 

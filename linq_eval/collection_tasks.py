@@ -7,6 +7,7 @@ below (the dataset "revision"), so a changed copy never produces a score silentl
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,15 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 
 from linq_eval.errors import LinqEvalError
-from linq_eval.local_data import DATA_ENV, BeirData, data_dir, read_beir, sha256_file, to_mteb_split
+from linq_eval.local_data import (
+    DATA_ENV,
+    BeirData,
+    data_dir,
+    folder_sha256,
+    read_beir,
+    sha256_file,
+    to_mteb_split,
+)
 from linq_eval.local_mteb import LocalSourceMixin
 
 logger = logging.getLogger(__name__)
@@ -211,6 +220,10 @@ class CollectionsUnionRetrieval(LocalCollectionRetrieval):
     def _verify(self, folder: Path) -> None:
         for c in COLLECTIONS:
             _verify_files(folder / c.folder, c.sha256, self.metadata.name)
+
+    def _digest(self, folder: Path) -> str:  # the union's own folders, not everything else in the data folder
+        parts = "".join(f"{name}\0{folder_sha256(folder / name)}\n" for name in UNION_FOLDERS)
+        return hashlib.sha256(parts.encode()).hexdigest()
 
     def _read(self, folder: Path) -> dict:
         return {"default": {split: to_mteb_split(read_union(folder, split)) for split in self.eval_splits}}

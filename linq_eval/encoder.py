@@ -105,7 +105,7 @@ class LinqEncoder(AbsEncoder):
             return ""
         if prompt_type == PromptType.document and task_metadata.type in ASYMMETRIC_TYPES:
             return ""
-        return self.get_task_instruction(task_metadata, prompt_type) or ""
+        return self.get_task_instruction(_instruction_source(task_metadata), prompt_type) or ""
 
     # -- encoding -----------------------------------------------------------------------------
     def encode(
@@ -167,3 +167,16 @@ class LinqEncoder(AbsEncoder):
             self.model.stop_multi_process_pool(pool)
         return np.asarray(emb, dtype=np.float32)
 
+
+def _instruction_source(task_metadata: TaskMetadata) -> TaskMetadata:
+    """A light set (``<Parent>-light``) is instructed exactly as its parent task."""
+    from linq_eval.light_manifest import LIGHT_SUFFIX
+
+    if not task_metadata.name.endswith(LIGHT_SUFFIX) or not task_metadata.adapted_from:
+        return task_metadata
+    import mteb
+
+    try:
+        return mteb.get_task(task_metadata.adapted_from[0]).metadata
+    except KeyError:
+        return task_metadata

@@ -69,7 +69,7 @@ class LocalSourceMixin:
         from mteb.timing import TimingStack
 
         timer = timer or TimingStack()
-        digest = folder_sha256(folder)
+        digest = self._digest(folder)
         with timer(_phase_name(str(folder), digest),
                    log_message=f"Loading {self.metadata.name} from {folder}"):
             self.dataset = self._read(folder)
@@ -80,7 +80,14 @@ class LocalSourceMixin:
         self.local_source = {"folder": str(folder), "sha256": digest}
 
     def _local_folder(self) -> Path | None:
-        return local_folder(self.metadata.name)
+        return local_folder(self._data_name())
+
+    def _data_name(self) -> str:
+        """The task whose data this is (a light set reads its parent's)."""
+        return self.metadata.name
+
+    def _digest(self, folder: Path) -> str:
+        return folder_sha256(folder)
 
     def _read(self, folder: Path) -> Any:  # noqa: ANN401 -- the task's ``dataset``
         return TYPE_LOADERS[self.metadata.type](self, folder)
@@ -94,7 +101,7 @@ class LocalSourceMixin:
         except Exception as exc:
             if hub_offline():
                 raise LinqEvalError(
-                    f"{self.metadata.name}: no local copy in {data_dir() / self.metadata.name} and the hub is "
+                    f"{self.metadata.name}: no local copy in {data_dir() / self._data_name()} and the hub is "
                     f"offline (HF_HUB_OFFLINE=1): put the task's data there or point {DATA_ENV} at a folder "
                     "that has it"
                 ) from None

@@ -82,11 +82,13 @@ def register() -> None:
     from mteb.models.model_implementations import MODEL_REGISTRY
 
     from linq_eval.collection_tasks import ALL_COLLECTION_TASKS
+    from linq_eval.light_tasks import register_light
     from linq_eval.meta import build_metas
 
     for key, meta in build_metas().items():
         MODEL_REGISTRY[key] = meta
     register_tasks(list(ALL_COLLECTION_TASKS))
     wrap_mteb_tasks()
+    register_light()  # after wrapping: a light task subclasses its parent's local-copy-aware class
     install_error_hook()
     logger.debug("linq-eval registered its models and %d tasks in mteb", len(ALL_COLLECTION_TASKS))

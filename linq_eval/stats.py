@@ -137,3 +137,32 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     """Kendall's tau-b between two systems' scores (the same systems in the same order)."""
     tau = _stats.kendalltau(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic
     return float(tau)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation between two systems' scores."""
+    return float(_stats.spearmanr(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic)
+
+
+def pairwise_permutation_pvalues(scores: np.ndarray, *, n_resamples: int = 10_000, seed: int = 0) -> np.ndarray:
+    """Two-sided paired sign-flip p-values for every pair of systems (rows) over the same queries (columns).
+
+    The same test as :func:`permutation_pvalue`, for all pairs at once: one matrix of random signs, shared by
+    every pair, so a panel of systems costs one matrix product instead of a scipy call per pair (the light
+    sweep runs thousands). Returns a symmetric (systems x systems) matrix, 1 on the diagonal.
+    """
+    scores = np.asarray(scores, dtype=float)
+    n_sys, n = scores.shape
+    if n < 2 or not np.isfinite(scores).all():
+        raise ValueError("pairwise p-values need at least 2 queries and finite scores")
+    i, j = np.triu_indices(n_sys, k=1)
+    d = scores[i] - scores[j]  # (pairs, queries)
+    observed = np.abs(d.mean(axis=1))
+    signs = np.random.default_rng(seed).choice(np.array([-1.0, 1.0]), size=(n_resamples, n))
+    null = np.abs(signs @ d.T) / n  # (resamples, pairs)
+    tolerance = 1e-12 * np.maximum(1.0, observed)  # scipy's relative tolerance for exact ties
+    p = (1 + (null >= observed - tolerance).sum(axis=0)) / (n_resamples + 1)
+    p[np.all(np.isclose(d, 0.0), axis=1)] = 1.0  # identical systems: no evidence at all
+    out = np.ones((n_sys, n_sys))
+    out[i, j] = out[j, i] = np.minimum(p, 1.0)
+    return out

@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# dense embeddings of the test session, never shared with a validation run going on beside (set before any
+# fixture, session-scoped ones included, loads a model)
+os.environ["LINQ_EMBEDDING_CACHE"] = tempfile.mkdtemp(prefix="linq-eval-test-embeddings-")
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LINQ_DATA_DIR") or REPO.parent / "shared" / "data")

@@ -1,0 +1,142 @@
+"""A light set's manifest: which queries and documents of a retrieval task it keeps, and how they were chosen.
+
+One small JSON file per light task in ``tasks_light/`` (ids, parameters, pooling retrievers, checksums; no
+text: the text comes from the task's own data). The file is canonical (sorted keys, fixed layout, no
+timestamps), so the same inputs give a byte-identical manifest, and it carries a checksum of itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from linq_eval.errors import LinqEvalError
+
+SCHEMA_VERSION = 1
+LIGHT_SUFFIX = "-light"
+LIGHT_DIR_ENV = "LINQ_LIGHT_DIR"
+
+
+class Retriever(BaseModel):
+    """A pooling retriever and what pins it (package version and settings, or model weights)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str  # "bm25" or a model reference as linq-eval takes it (pypi:..., hub id, directory)
+    kind: str  # "lexical" | "dense"
+    canonical: str  # the model's canonical name (mteb name where known), for pool-independence checks
+    fingerprint: dict[str, Any]  # e.g. {"bm25s": "0.2.x", "k1": 1.5} or {"weights_sha256": ...}
+
+
+class LightParameters(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    queries: int = Field(gt=0)  # sample size asked for (fewer when the task has fewer queries)
+    depth: int = Field(gt=0)  # top-k candidates per query and retriever
+    seed: int
+    min_doc_chars: int = 4  # shorter pooled documents are left out (mteb's quality rule); judged ones never
+
+
+class LightManifest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    source_task: str
+    split: str = "test"
+    subset: str = "default"
+    data: dict[str, str]  # {"kind": "local", "sha256": ...} or {"kind": "hub", "path": ..., "revision": ...}
+    parameters: LightParameters
+    retrievers: list[Retriever]
+    counts: dict[str, int]
+    query_ids: list[str]
+    corpus_ids: list[str]
+    checksum: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"checksum"})
+
+    def computed_checksum(self) -> str:
+        return hashlib.sha256(_canonical(self.body()).encode()).hexdigest()
+
+    def sealed(self) -> LightManifest:
+        return self.model_copy(update={"checksum": self.computed_checksum()})
+
+    def to_json(self) -> str:
+        return _canonical({**self.body(), "checksum": self.computed_checksum()})
+
+    def pooled_canonicals(self) -> set[str]:
+        return {r.canonical for r in self.retrievers if r.kind == "dense"}
+
+
+def _canonical(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=True) + "\n"
+
+
+def light_name(source_task: str) -> str:
+    return source_task + LIGHT_SUFFIX
+
+
+def light_dir() -> Path:
+    """``$LINQ_LIGHT_DIR``, else the manifests shipped in the wheel, else ``tasks_light/`` of this checkout."""
+    env = os.environ.get(LIGHT_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    here = Path(__file__).resolve().parent
+    shipped = here / "tasks_light"
+    return shipped if shipped.is_dir() else here.parent / "tasks_light"
+
+
+def manifest_path(name: str, directory: Path | None = None) -> Path:
+    return (directory or light_dir()) / f"{name}.json"
+
+
+def available(directory: Path | None = None) -> list[str]:
+    """Names of the light tasks whose manifests are present."""
+    folder = directory or light_dir()
+    return sorted(p.stem for p in folder.glob(f"*{LIGHT_SUFFIX}.json")) if folder.is_dir() else []
+
+
+def load_manifest(path: Path) -> LightManifest:
+    """Read and verify a manifest: schema, content, and its own checksum."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LinqEvalError(f"{path}: no such light manifest: build it with `linq-eval light build`") from None
+    except json.JSONDecodeError as exc:
+        raise LinqEvalError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}): rebuild it with "
+                            "`linq-eval light build`") from None
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise LinqEvalError(f"{path}: schema_version {raw.get('schema_version')!r} is not {SCHEMA_VERSION}: "
+                            "rebuild it with this version of `linq-eval light build`")
+    try:
+        manifest = LightManifest.model_validate(raw)
+    except ValueError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise LinqEvalError(f"{path}: not a light manifest ({first[0].strip()}): rebuild it") from None
+    if manifest.checksum != manifest.computed_checksum():
+        raise LinqEvalError(f"{path}: checksum does not match its content (edited by hand?): rebuild it with "
+                            "`linq-eval light build`")
+    if not manifest.query_ids or not manifest.corpus_ids:
+        raise LinqEvalError(f"{path}: the manifest keeps no queries or no documents: rebuild it")
+    return manifest
+
+
+def write_manifest(manifest: LightManifest, directory: Path | None = None) -> Path:
+    path = manifest_path(manifest.name, directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(manifest.to_json(), encoding="utf-8")
+    tmp.replace(path)  # atomic: an interrupted build never leaves half a manifest
+    return path
+
+
+def pool_conflicts(manifest: LightManifest, canonical_names: list[str]) -> list[str]:
+    """Which of these models (canonical names) pooled this light set's candidates (statistics.md)."""
+    pooled = manifest.pooled_canonicals()
+    return [name for name in canonical_names if name in pooled]

@@ -1,0 +1,209 @@
+"""Light sets: deterministic manifests, mteb tasks that load only their ids, exact properties, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mteb
+import numpy as np
+import pytest
+
+from linq_eval.errors import LinqEvalError
+from linq_eval.light_build import BuildSpec, build, check_spec, sample_queries
+from linq_eval.light_manifest import load_manifest, write_manifest
+from linq_eval.light_systems import System, task_data
+from linq_eval.light_tasks import register_light, write_descriptive_stats
+from linq_eval.light_validate import fidelity, light_scores, manifest_for, prepare
+from tests.conftest import DATA, run_cli
+
+MINILM = "pypi:all-MiniLM-L6-v2"
+SPEC = BuildSpec("ADIRetrieval", queries=20, depth=10, retrievers=f"bm25,{MINILM}", seed=3)
+
+
+@pytest.fixture(scope="module")
+def adi_manifest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("light")
+    write_manifest(build(SPEC), out)
+    return out
+
+
+@pytest.fixture
+def registered(adi_manifest_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Our ADI light set registered in mteb for one test; the shipped ones are restored afterwards."""
+    monkeypatch.setenv("LINQ_LIGHT_DIR", str(adi_manifest_dir))
+    register_light(adi_manifest_dir)
+    write_descriptive_stats("ADIRetrieval-light", adi_manifest_dir)
+    yield adi_manifest_dir
+    monkeypatch.delenv("LINQ_LIGHT_DIR")
+    register_light()
+
+
+def test_build_is_deterministic_and_keeps_every_relevant_document(adi_manifest_dir: Path) -> None:
+    path = adi_manifest_dir / "ADIRetrieval-light.json"
+    manifest = load_manifest(path)
+    assert build(SPEC).to_json() == path.read_text()  # same inputs -> byte-identical manifest
+    data = task_data(mteb.get_task("ADIRetrieval"))
+    assert len(manifest.query_ids) == 20 and manifest.counts["full_queries"] == 35
+    kept = set(manifest.corpus_ids)
+    assert all(d in kept for q in manifest.query_ids for d, g in data.qrels[q].items() if g > 0)
+    assert manifest.corpus_ids == sorted(manifest.corpus_ids) and manifest.query_ids == sorted(manifest.query_ids)
+    assert manifest.pooled_canonicals() == {"sentence-transformers/all-MiniLM-L6-v2"}
+    assert manifest.data["kind"] == "local" and len(manifest.data["sha256"]) == 64
+    assert "text" not in path.read_text()  # ids only, never text
+    other_seed = build(BuildSpec(**{**SPEC.__dict__, "seed": 4}))
+    assert other_seed.query_ids != manifest.query_ids
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: {**m, "corpus_ids": m["corpus_ids"][:-1]}, "checksum does not match"),
+    (lambda m: {**m, "schema_version": 99}, "schema_version 99"),
+    (lambda m: {**m, "parameters": {**m["parameters"], "depth": 0}}, "not a light manifest"),
+])
+def test_a_damaged_manifest_is_one_clear_line(adi_manifest_dir: Path, tmp_path: Path, edit, message: str) -> None:
+    raw = json.loads((adi_manifest_dir / "ADIRetrieval-light.json").read_text())
+    bad = tmp_path / "ADIRetrieval-light.json"
+    bad.write_text(json.dumps(edit(raw)))
+    with pytest.raises(LinqEvalError, match=message) as info:
+        load_manifest(bad)
+    assert "\n" not in str(info.value)
+    bad.write_text("{not json")
+    with pytest.raises(LinqEvalError, match="not valid JSON"):
+        load_manifest(bad)
+
+
+def test_light_task_is_an_mteb_task_that_loads_only_its_ids(registered: Path) -> None:
+    from mteb.get_tasks import _SIMILAR_TASKS
+
+    manifest = load_manifest(registered / "ADIRetrieval-light.json")
+    task = mteb.get_task("ADIRetrieval-light")
+    parent = mteb.get_task("ADIRetrieval")
+    assert isinstance(task, type(parent)) and task.metadata.adapted_from == ["ADIRetrieval"]
+    assert "ADIRetrieval-light" in _SIMILAR_TASKS["ADIRetrieval"]
+    for field in ("prompt", "main_score", "type", "eval_langs", "dataset"):
+        assert getattr(task.metadata, field) == getattr(parent.metadata, field)
+    assert task.ignore_identical_ids == parent.ignore_identical_ids
+    task.load_data()
+    split = task.dataset["default"]["test"]
+    assert sorted(split["corpus"]["id"]) == manifest.corpus_ids
+    assert sorted(split["queries"]["id"]) == manifest.query_ids
+    assert task.metadata.descriptive_stats["test"]["num_documents"] == len(manifest.corpus_ids)
+
+
+def test_light_task_is_instructed_as_its_parent(registered: Path) -> None:
+    from mteb.types import PromptType
+
+    from linq_eval.encoder import LinqEncoder
+    from linq_eval.instructions import load_instructions
+
+    encoder = LinqEncoder(None, load_instructions())
+    light, parent = mteb.get_task("ADIRetrieval-light").metadata, mteb.get_task("ADIRetrieval").metadata
+    assert encoder.prefix_for(light, PromptType.query) == encoder.prefix_for(parent, PromptType.query) != ""
+
+
+def test_mteb_evaluation_of_the_light_task_equals_the_restricted_full_scores(registered: Path,
+                                                                              tmp_path: Path) -> None:
+    """mteb's own search and evaluation on ADIRetrieval-light == the validator's restricted score matrix."""
+    from linq_eval.runner import RunSpec, run
+
+    run(RunSpec(model=MINILM, dtype="float32"), ["ADIRetrieval-light"], tmp_path)
+    stored = json.loads(next((tmp_path / "per_query").rglob("ADIRetrieval-light.json")).read_text())
+    tp = prepare(mteb.get_task("ADIRetrieval"), (System("minilm", MINILM),), pool_refs=(MINILM,))
+    ours = light_scores(tp, load_manifest(registered / "ADIRetrieval-light.json"))["minilm"]
+    theirs = stored["scores"]["test"]["default"]
+    assert set(ours) == set(theirs)
+    assert max(abs(ours[q] - theirs[q]) for q in ours) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def medline_panel():
+    panel = (System("bm25", "bm25"), System("tfidf", "tfidf"), System("minilm", MINILM),
+             System("minilm-64tok", MINILM, max_length=64), System("random", MINILM, random_init=True))
+    return prepare(mteb.get_task("MedlineRetrieval"), panel, pool_refs=("bm25", MINILM))
+
+
+@pytest.mark.parametrize("depth", [10, 30])
+def test_exact_properties_of_dense_systems_on_a_light_corpus(medline_panel, depth: int) -> None:
+    """statistics.md: no dense system scores lower on the light corpus (same queries, all relevant documents
+    kept), and a dense system that pooled at depth >= 10 scores exactly the same nDCG@10."""
+    manifest = manifest_for(medline_panel, 20, depth, f"bm25,{MINILM}", seed=1)
+    light = light_scores(medline_panel, manifest)
+    for name in ("minilm", "minilm-64tok", "random"):
+        full = medline_panel.full[name]
+        gaps = np.array([light[name][q] - full[q] for q in manifest.query_ids])
+        assert (gaps >= -1e-9).all(), name
+        if name == "minilm":
+            assert np.abs(gaps).max() < 1e-9  # pooled, depth >= 10: identical
+    row = fidelity(medline_panel, manifest)
+    minilm = next(s for s in row["systems"] if s["name"] == "minilm")
+    assert minilm["pooled"] and abs(minilm["inflation"]) < 1e-9  # BM25 pooled too, but its IDF moves
+    assert row["docs"] < row["full_docs"] and 0 < row["token_fraction"] < 1
+
+
+def test_build_from_an_mteb_task_laid_out_like_mtebs_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LegalBenchCorporateLobbying is mteb's own task, read from a local copy: the build is unchanged; a light
+    set built on that copy refuses other data."""
+    manifest = build(BuildSpec("LegalBenchCorporateLobbying", queries=30, depth=5, retrievers="bm25"))
+    assert manifest.counts["full_corpus"] == 319 and manifest.counts["queries"] == 30
+    out = tmp_path / "light"
+    write_manifest(manifest, out)
+    changed = tmp_path / "data" / "LegalBenchCorporateLobbying"
+    shutil.copytree(DATA / "LegalBenchCorporateLobbying", changed)
+    lines = (changed / "corpus.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "text": first["text"] + " (edited)"})
+    (changed / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("LINQ_LIGHT_DIR", str(out))
+    monkeypatch.setenv("LINQ_DATA_DIR", str(tmp_path / "data"))
+    try:
+        register_light(out)
+        with pytest.raises(LinqEvalError, match="built on other data") as info:
+            mteb.get_task("LegalBenchCorporateLobbying-light").load_data()
+        assert "\n" not in str(info.value)
+    finally:
+        monkeypatch.delenv("LINQ_LIGHT_DIR")
+        register_light()
+
+
+def test_sample_is_seeded_sorted_and_never_empty() -> None:
+    ids = [f"q{i}" for i in range(50)]
+    assert sample_queries(ids, 10, 0) == sample_queries(list(reversed(ids)), 10, 0)
+    assert sample_queries(ids, 10, 0) != sample_queries(ids, 10, 1)
+    assert sample_queries(ids, 500, 0) == sorted(ids)
+    with pytest.raises(LinqEvalError, match="no judged test queries"):
+        sample_queries([], 10, 0)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    (BuildSpec("ADIRetrieval", queries=0), "--queries 0"),
+    (BuildSpec("ADIRetrieval", depth=-1), "--depth -1"),
+    (BuildSpec("ADIRetrieval", retrievers=","), "--retrievers is empty"),
+    (BuildSpec("ADIRetrieval", retrievers="bm25,bm25"), "names a retriever twice"),
+    (BuildSpec("ADIRetrieval-light"), "already a light set"),
+])
+def test_bad_build_input_is_refused_before_loading(spec: BuildSpec, message: str) -> None:
+    with pytest.raises(LinqEvalError, match=message):
+        check_spec(spec)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("light", "build", "NoSuchTask"), "unknown task 'NoSuchTask'"),
+    (("light", "build", "ADIRetrieval", "--depth", "0"), "--depth 0"),
+    (("light", "build", "ADIRetrieval", "--queries", "-5"), "--queries -5"),
+    (("light", "build", "ADIRetrieval", "--data-dir", "/nonexistent"), "--data-dir /nonexistent: no such folder"),
+    (("light", "build", "STS16"), "STS16 is a STS task"),
+    (("light", "validate", "NoSuchTask"), "no such light manifest"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
+    result = run_cli("linq-eval", *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_cli_build_with_a_missing_data_folder(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    result = run_cli("linq-eval", "light", "build", "ADIRetrieval", "--data-dir", str(tmp_path / "data"),
+                     "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "adi does not exist" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
