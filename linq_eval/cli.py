@@ -74,8 +74,9 @@ def _add_light_parser(sub: argparse._SubParsersAction) -> None:
     v = light.add_parser("validate", help="does each light set rank a panel of systems like the full task?")
     v.add_argument("tasks", nargs="*", help="light sets or their source tasks (default: every shipped one)")
     v.add_argument("--sweep", action="store_true", help="also sweep depth, query count and retriever set")
-    v.add_argument("--timing", action="store_true",
-                   help="also time all-MiniLM-L6-v2 encoding the light and the full corpus afresh")
+    v.add_argument("--timing", nargs="*", default=None, metavar="TASK",
+                   help="also time all-MiniLM-L6-v2 encoding the light and the full corpus afresh, on these "
+                        "tasks (all when none is named; a full corpus costs minutes on a CPU)")
     v.add_argument("--out", default="results/light", help="folder for validation.json, sweep.json and PNGs")
     v.set_defaults(func=_light_validate)
 

@@ -37,7 +37,8 @@ def check_light_names(names: list[str]) -> list[LightManifest]:
     return manifests
 
 
-def validate(manifests: list[LightManifest], out: Path, *, do_sweep: bool = False, timing: bool = False) -> dict:
+def validate(manifests: list[LightManifest], out: Path, *, do_sweep: bool = False,
+             timing: list[str] | None = None) -> dict:
     """Fidelity of each light set at its own parameters (and over the sweep grid); writes ``out/*.json|png``."""
     import mteb
 
@@ -55,7 +56,7 @@ def validate(manifests: list[LightManifest], out: Path, *, do_sweep: bool = Fals
         tp = prepare(task, PANEL)
         row = fidelity(tp, manifest)
         row["targets"] = meets_targets(row)
-        if timing:
+        if timing is not None and (not timing or {manifest.name, manifest.source_task} & set(timing)):
             row["wall_seconds"] = _timing(tp, manifest)
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)

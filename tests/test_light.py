@@ -207,3 +207,16 @@ def test_cli_build_with_a_missing_data_folder(tmp_path: Path) -> None:
                      "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "adi does not exist" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_pool_independence_is_enforced(adi_manifest_dir: Path) -> None:
+    from linq_eval.light_manifest import require_pool_independence
+
+    manifest = load_manifest(adi_manifest_dir / "ADIRetrieval-light.json")
+    pooled = {"baseline": "sentence-transformers/all-MiniLM-L6-v2", "candidate": "my/checkpoint"}
+    with pytest.raises(LinqEvalError, match="pooled with sentence-transformers/all-MiniLM-L6-v2 .baseline.*"
+                                           "--allow-pooled"):
+        require_pool_independence([manifest], pooled)
+    assert require_pool_independence([manifest], pooled, allow_pooled=True) == [
+        "ADIRetrieval-light was pooled with sentence-transformers/all-MiniLM-L6-v2 (baseline)"]
+    assert require_pool_independence([manifest], {"a": "my/checkpoint", "b": "other/model"}) == []
