@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from linq_eval.console import console
 from linq_eval.errors import LinqEvalError
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def _add_light_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="top-k candidates per query and retriever")
     b.add_argument("--retrievers", default=DEFAULT_RETRIEVERS, help="comma-separated: bm25 and model references")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--split", default=None, help="evaluation split (default: the task's first, e.g. dev for MSMARCO)")
     b.add_argument("--data-dir", default=None, help="local data folder (default: $LINQ_DATA_DIR)")
     b.add_argument("--out", default=None, help="manifest folder (default: $LINQ_LIGHT_DIR, else tasks_light/)")
     b.set_defaults(func=_light_build)
@@ -77,6 +79,9 @@ def _add_light_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--timing", nargs="*", default=None, metavar="TASK",
                    help="also time all-MiniLM-L6-v2 encoding the light and the full corpus afresh, on these "
                         "tasks (all when none is named; a full corpus costs minutes on a CPU)")
+    v.add_argument("--panel", choices=["default", "extended"], default="default",
+                   help="systems to rank: default (8, CPU-cheap) or extended (+ MiniLM 4-bit, mpnet, SmolLM2; hours "
+                        "on a CPU)")
     v.add_argument("--out", default="results/light", help="folder for validation.json, sweep.json and PNGs")
     v.set_defaults(func=_light_validate)
 
@@ -104,7 +109,7 @@ def _instructions(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"template": table.template, "instructions": rows, "sha256": table.checksum()}, indent=2))
         return 0
-    from rich.console import Console
+
     from rich.table import Table
 
     out = Table(title=f"Instructions (template {table.template!r}; sha256 {table.checksum()[:12]})")
@@ -112,7 +117,7 @@ def _instructions(args: argparse.Namespace) -> int:
     out.add_column("instruction")
     for name, text in rows.items():
         out.add_row(name, text)
-    Console().print(out)
+    console().print(out)
     return 0
 
 
@@ -126,7 +131,6 @@ def _run(args: argparse.Namespace) -> int:
                    instructions=args.instructions, overrides=overrides, device=args.device, dtype=args.dtype, devices=args.devices)
     results = run(spec, args.tasks, args.output_folder, overwrite=args.overwrite, batch_size=args.batch_size)
 
-    from rich.console import Console
     from rich.table import Table
 
     print(f"model: {results.model_name}\nexperiment: {results.experiment_name or '-'}")
@@ -135,7 +139,7 @@ def _run(args: argparse.Namespace) -> int:
     table.add_column("main score", justify="right")
     for result in results.task_results:
         table.add_row(result.task_name, f"{result.get_score():.4f}")
-    Console().print(table)
+    console().print(table)
     print(f"results: {Path(args.output_folder).resolve()}")
     return 0
 
@@ -146,7 +150,8 @@ def _light_build(args: argparse.Namespace) -> int:
     from linq_eval.light_build import BuildSpec, check_spec
     from linq_eval.light_manifest import LIGHT_DIR_ENV, light_dir
 
-    specs = [BuildSpec(task=t, queries=args.queries, depth=args.depth, retrievers=args.retrievers, seed=args.seed)
+    specs = [BuildSpec(task=t, queries=args.queries, depth=args.depth, retrievers=args.retrievers, seed=args.seed,
+                       split=args.split)
              for t in args.tasks]
     for spec in specs:  # every input checked before any data or model loads
         check_spec(spec)
@@ -172,7 +177,6 @@ def _light_build(args: argparse.Namespace) -> int:
 
 
 def _light_list(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from linq_eval.light_manifest import available, light_dir, load_manifest, manifest_path
@@ -185,7 +189,7 @@ def _light_list(args: argparse.Namespace) -> int:
         c = m.counts
         table.add_row(name, f"{c['queries']}/{c['full_queries']}", f"{c['corpus']}/{c['full_corpus']}",
                       str(m.parameters.depth), ", ".join(r.name for r in m.retrievers), m.checksum[:12])
-    Console().print(table)
+    console().print(table)
     return 0
 
 
@@ -193,11 +197,13 @@ def _light_validate(args: argparse.Namespace) -> int:
     from linq_eval.light_report import check_light_names
 
     manifests = check_light_names(args.tasks)
-    from linq_eval.light_report import print_table, validate
+    from linq_eval.light_report import print_sweep, print_table, validate
 
     out = Path(args.out)
-    report = validate(manifests, out, do_sweep=args.sweep, timing=args.timing)
+    report = validate(manifests, out, do_sweep=args.sweep, timing=args.timing, panel=args.panel)
     print_table(report["tasks"])
+    if report["sweep"]:
+        print_sweep(report["summary"], report["chosen"])
     print(f"results: {out.resolve()}")
     return 0
 

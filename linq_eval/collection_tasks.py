@@ -112,25 +112,23 @@ COLLECTIONS: tuple[Collection, ...] = (
 )
 
 
+# What every local retrieval task here has in common (the seven collections and their union).
+_SHARED: dict = {
+    "reference": "http://ir.dcs.gla.ac.uk/resources/test_collections/", "type": "Retrieval", "category": "t2t",
+    "modalities": ["text"], "eval_splits": ["test"], "eval_langs": ["eng-Latn"], "main_score": "ndcg_at_10",
+    "task_subtypes": ["Article retrieval"], "license": "not specified", "annotations_creators": "expert-annotated",
+    "dialect": [], "sample_creation": "found",
+}
+
+
 def _metadata(c: Collection) -> TaskMetadata:
     return TaskMetadata(
         name=c.task,
         dataset={"path": f"local/{c.folder}", "revision": c.sha256["corpus.jsonl"][:40]},
         description=c.description + f" Read from a local BEIR folder (${DATA_ENV}/{c.folder}).",
-        reference="http://ir.dcs.gla.ac.uk/resources/test_collections/",
-        type="Retrieval",
-        category="t2t",
-        modalities=["text"],
-        eval_splits=["test"],
-        eval_langs=["eng-Latn"],
-        main_score="ndcg_at_10",
+        **_SHARED,
         date=c.date,
         domains=list(c.domains),
-        task_subtypes=["Article retrieval"],
-        license="not specified",
-        annotations_creators="expert-annotated",
-        dialect=[],
-        sample_creation="found",
         bibtex_citation=c.citation,
         prompt={"query": c.instruction},
     )
@@ -177,20 +175,9 @@ def _union_metadata() -> TaskMetadata:
         description=("Every query of the seven classic IR collections and LegalBenchCorporateLobbying over the "
                      f"union of all their corpora (about 25k documents, 886 queries), read from ${DATA_ENV}. "
                      "Ids are '<folder>:<id>'. Each query's distractors now include other domains."),
-        reference="http://ir.dcs.gla.ac.uk/resources/test_collections/",
-        type="Retrieval",
-        category="t2t",
-        modalities=["text"],
-        eval_splits=["test"],
-        eval_langs=["eng-Latn"],
-        main_score="ndcg_at_10",
+        **_SHARED,
         date=("1958-01-01", "2023-12-31"),
         domains=["Academic", "Legal", "Medical", "Written"],
-        task_subtypes=["Article retrieval"],
-        license="not specified",
-        annotations_creators="expert-annotated",
-        dialect=[],
-        sample_creation="found",
         bibtex_citation="",
         prompt={"query": "Given a question or a search request, retrieve documents that answer it"},
     )

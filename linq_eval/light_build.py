@@ -34,7 +34,7 @@ class BuildSpec:
     depth: int = DEFAULT_DEPTH
     retrievers: str = DEFAULT_RETRIEVERS
     seed: int = 0
-    split: str = "test"
+    split: str | None = None  # None: the task's first evaluation split (test; dev for MSMARCO)
     min_doc_chars: int = 4
 
 
@@ -127,7 +127,8 @@ def manifest_from_runs(spec: BuildSpec, data: TaskData, systems: list[System], r
               "full_queries": len(eligible) + left_out, "full_corpus": len(data.doc_ids),
               "left_out_queries": left_out}
     return LightManifest(
-        name=light_name(data.task.metadata.name), source_task=data.task.metadata.name, split=spec.split,
+        name=light_name(data.task.metadata.name), source_task=data.task.metadata.name,
+        split=spec.split or data.task.metadata.eval_splits[0],
         data=data_fingerprint(data.task),
         parameters=LightParameters(queries=spec.queries, depth=spec.depth, seed=spec.seed,
                                    min_doc_chars=spec.min_doc_chars),
@@ -144,6 +145,10 @@ def load_source(name: str) -> Any:  # noqa: ANN401 -- the mteb task, data loaded
         raise LinqEvalError(f"unknown task {name!r}: see `mteb available_tasks`, or `linq-eval light list`") from None
     if task.metadata.type != "Retrieval":
         raise LinqEvalError(f"{name} is a {task.metadata.type} task: light sets are for retrieval tasks")
+    parts = getattr(task, "tasks", None)  # an aggregate (CQADupstackRetrieval) has no corpus of its own
+    if parts:
+        raise LinqEvalError(f"{name} aggregates {len(parts)} tasks: build each of them "
+                            f"({' '.join(t.metadata.name for t in parts)})")
     task.load_data()
     return task
 
@@ -153,7 +158,11 @@ def build(spec: BuildSpec) -> LightManifest:
     from linq_eval.light_systems import Ranker, task_data
 
     systems = check_spec(spec)
-    data = task_data(load_source(spec.task), spec.split)
+    task = load_source(spec.task)
+    split = spec.split or task.metadata.eval_splits[0]
+    if split not in task.metadata.eval_splits:
+        raise LinqEvalError(f"--split {split}: {spec.task} evaluates on {', '.join(task.metadata.eval_splits)}")
+    data = task_data(task, split)
     query_ids = sample_queries(eligible_queries(data, spec.min_doc_chars)[0], spec.queries, spec.seed)
     runs = {s.ref: Ranker(s, data).run(query_ids=query_ids, top_k=spec.depth) for s in systems}
     return manifest_from_runs(spec, data, systems, runs)

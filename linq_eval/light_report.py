@@ -9,16 +9,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from linq_eval.console import console
 from linq_eval.errors import LinqEvalError
 from linq_eval.light_manifest import LightManifest, available, load_manifest, manifest_path
 from linq_eval.light_validate import (
     MINILM,
-    PANEL,
+    PANELS,
     TaskPanel,
+    choose_defaults,
     encode_seconds,
     fidelity,
     meets_targets,
     prepare,
+    summarise_sweep,
     sweep,
 )
 
@@ -38,12 +41,13 @@ def check_light_names(names: list[str]) -> list[LightManifest]:
 
 
 def validate(manifests: list[LightManifest], out: Path, *, do_sweep: bool = False,
-             timing: list[str] | None = None) -> dict:
+             timing: list[str] | None = None, panel: str = "default") -> dict:
     """Fidelity of each light set at its own parameters (and over the sweep grid); writes ``out/*.json|png``."""
     import mteb
 
     from linq_eval.light_build import data_fingerprint
 
+    systems = PANELS[panel]
     out.mkdir(parents=True, exist_ok=True)
     rows, sweep_rows = [], []
     for manifest in manifests:
@@ -53,7 +57,7 @@ def validate(manifests: list[LightManifest], out: Path, *, do_sweep: bool = Fals
             raise LinqEvalError(f"{manifest.name} was built on other data than {manifest.source_task} now loads: "
                                 f"rebuild it with `linq-eval light build {manifest.source_task}`")
         t0 = time.perf_counter()
-        tp = prepare(task, PANEL)
+        tp = prepare(task, systems)
         row = fidelity(tp, manifest)
         row["targets"] = meets_targets(row)
         if timing is not None and (not timing or {manifest.name, manifest.source_task} & set(timing)):
@@ -62,13 +66,17 @@ def validate(manifests: list[LightManifest], out: Path, *, do_sweep: bool = Fals
         rows.append(row)
         if do_sweep:
             sweep_rows.extend(sweep(tp))
-            _write(out / "sweep.json", {"machine": _machine(), "rows": sweep_rows})
-        _write(out / "validation.json", {"machine": _machine(), "panel": [_panel_row(s) for s in PANEL],
+            summary = summarise_sweep(sweep_rows)
+            _write(out / "sweep.json", {"machine": _machine(), "chosen": choose_defaults(summary),
+                                        "summary": summary, "rows": sweep_rows})
+        _write(out / "validation.json", {"machine": _machine(), "panel": [_panel_row(s) for s in systems],
                                          "tasks": rows})
     plot_light_vs_full(rows, out / "light_vs_full.png")
     if sweep_rows:
         plot_fidelity_cost(sweep_rows, out / "fidelity_cost.png")
-    return {"tasks": rows, "sweep": sweep_rows}
+    summary = summarise_sweep(sweep_rows) if sweep_rows else []
+    return {"tasks": rows, "sweep": sweep_rows, "summary": summary,
+            "chosen": choose_defaults(summary) if summary else None}
 
 
 def _timing(tp: TaskPanel, manifest: LightManifest) -> dict[str, float]:
@@ -98,7 +106,6 @@ def _write(path: Path, payload: dict) -> None:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="light vs full: (a) full corpus, same queries; (b) full task, all queries")
@@ -113,7 +120,24 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{b['reversals']}/{b['significant_pairs']}", f"{b['wrong_direction']}/{b['light_significant_pairs']}",
             f"{b['kendall_tau']:.3f}", f"{b['spearman']:.3f}", f"{r['inflation']['non_pooled_mean']:+.4f}",
             f"{r['mde_median_pair']:.3f}")
-    Console().print(table)
+    console().print(table)
+
+
+def print_sweep(summary: list[dict[str, Any]], chosen: dict[str, Any] | None) -> None:
+    """The sweep, one line per configuration, worst case over tasks and seeds; the chosen defaults marked."""
+    from rich.table import Table
+
+    table = Table(title="sweep: worst case over tasks and seeds (* = cheapest meeting (a) and (b), >= 200 queries)")
+    for col in ("pool", "depth", "queries", "rev (a)", "τ (a) min", "wrong (b)", "τ (b) min", "τ sampling min",
+                "docs kept", "union ×"):
+        table.add_column(col, justify="left" if col == "pool" else "right")
+    for c in summary:
+        mark = "*" if c is chosen or c == chosen else ""
+        table.add_row(mark + c["retrievers"].replace("pypi:", ""), str(c["depth"]),
+                      "all" if c["queries"] >= 10**6 else str(c["queries"]), str(c["a_reversals_max"]),
+                      f"{c['a_tau_min']:.3f}", str(c["b_wrong_direction_max"]), f"{c['b_tau_min']:.3f}",
+                      f"{c['sampling_tau_min']:.3f}", f"{c['doc_fraction_mean']:.0%}", f"{c['union_doc_reduction']:.1f}")
+    console().print(table)
 
 
 def plot_light_vs_full(rows: list[dict[str, Any]], path: Path) -> None:

@@ -15,10 +15,13 @@ over the full corpus or over any subset of it:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -160,13 +163,18 @@ def _lexical_run(system: System, data: TaskData, doc_ids: list[str], query_ids: 
 
 
 def _bm25_run(system: System, data: TaskData, corpus: Any, queries: Any, top_k: int) -> Run:  # noqa: ANN401
+    import bm25s  # imported first: it sets its own logger to DEBUG on import
     from mteb.models.model_implementations.bm25 import BM25Search
 
     model = BM25Search(**dict(system.params))
     meta = data.task.metadata
-    model.index(corpus, task_metadata=meta, hf_split="test", hf_subset="default", encode_kwargs={})
-    return model.search(queries, task_metadata=meta, hf_split="test", hf_subset="default", top_k=top_k,
-                        encode_kwargs={})
+    # bm25s draws four progress bars per call and logs at DEBUG, and mteb gives no switch for either; a panel
+    # makes hundreds of calls, so its chatter is dropped (errors still raise).
+    bm25s.logger.setLevel(logging.WARNING)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        model.index(corpus, task_metadata=meta, hf_split="test", hf_subset="default", encode_kwargs={})
+        return model.search(queries, task_metadata=meta, hf_split="test", hf_subset="default", top_k=top_k,
+                            encode_kwargs={})
 
 
 def _tfidf_run(system: System, corpus: Any, queries: Any, top_k: int) -> Run:  # noqa: ANN401
@@ -282,8 +290,12 @@ def _shared_doc_cache(encoder: Any, path: Path) -> Any:  # noqa: ANN401
         def _get_or_create_cache(self, task_name: str, prompt_type: Any, encode_kwargs: Any = None) -> Any:  # noqa: ANN401
             if prompt_type == PromptType.document:
                 task_name = "_documents"
-            return super()._get_or_create_cache(task_name, prompt_type, encode_kwargs)
+            # a new cache is the normal case, yet mteb warns of it twice (logger and warnings) per store
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="(Dimension file not found|No existing files found)")
+                return super()._get_or_create_cache(task_name, prompt_type, encode_kwargs)
 
+    logging.getLogger("mteb.models.cache_wrappers.cache_backends.numpy_cache").setLevel(logging.ERROR)
     return SharedDocumentCache(encoder, path)
 
 

@@ -51,6 +51,7 @@ EXTENDED: tuple[System, ...] = (
     System("smollm2-linq", "pypi:SmolLM2-135M", max_length=128),  # the Linq path: instructions, last token
 )
 PANELS = {"default": PANEL, "extended": PANEL + EXTENDED}
+UNION_TASK = "CollectionsUnionRetrieval"
 POOL_CANDIDATES = ("bm25", MINILM)  # retrievers the sweep pools with
 POOL_TOP_K = 100  # the deepest pool the sweep considers
 ALPHA = 0.05
@@ -188,6 +189,9 @@ def fidelity(tp: TaskPanel, manifest: LightManifest, *, alpha: float = ALPHA, se
             "light_significant_pairs": len(sig_light),
             "wrong_direction": sum(sign(i, j, m_full) != s for (i, j), s in sig_light.items()),
             "kendall_tau": kendall_tau(m_light, m_full), "spearman": spearman(m_light, m_full)},
+        "sampling_only": {  # full corpus, sampled queries vs the full task: the error of query sampling alone
+            "reversals": sum(sign(i, j, m_same) != s for (i, j), s in sig_full.items()),
+            "kendall_tau": kendall_tau(m_same, m_full), "spearman": spearman(m_same, m_full)},
         "inflation": {
             "pooled_max_abs": float(np.abs(inflation[is_pooled]).max()) if is_pooled.any() else 0.0,
             "non_pooled_mean": float(inflation[~is_pooled].mean()) if (~is_pooled).any() else 0.0,
@@ -218,8 +222,49 @@ def sweep(tp: TaskPanel, *, depths: tuple[int, ...] = DEPTHS, query_counts: tupl
         for depth in depths:
             for q in counts:
                 for seed in (seeds if q < len(tp.judged) else seeds[:1]):
-                    rows.append(fidelity(tp, manifest_for(tp, q, depth, retrievers, seed)))
+                    row = fidelity(tp, manifest_for(tp, q, depth, retrievers, seed))
+                    # the grid's query counts this row stands for (on a small task several collapse into one)
+                    row["query_counts"] = [c for c in query_counts if min(c, len(tp.judged)) == q]
+                    rows.append(row)
     return rows
+
+
+def summarise_sweep(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per grid configuration (retrievers, depth, query count) over every task and seed: the worst
+    case of each fidelity number and the cost. Pure; the shipped defaults are chosen from it (choose_defaults)."""
+    configs: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        for count in r["query_counts"]:
+            configs.setdefault((",".join(r["retrievers"]), r["depth"], count), []).append(r)
+    out = []
+    for (retrievers, depth, count), group in sorted(configs.items()):
+        union = [r for r in group if r["task"] == UNION_TASK]
+        out.append({
+            "retrievers": retrievers, "depth": depth, "queries": count, "tasks": len({r["task"] for r in group}),
+            "runs": len(group),
+            "a_reversals_max": max(r["vs_full_corpus"]["reversals"] for r in group),
+            "a_tau_min": min(r["vs_full_corpus"]["kendall_tau"] for r in group),
+            "b_wrong_direction_max": max(r["vs_full_task"]["wrong_direction"] for r in group),
+            "b_reversals_max": max(r["vs_full_task"]["reversals"] for r in group),
+            "b_tau_min": min(r["vs_full_task"]["kendall_tau"] for r in group),
+            "sampling_reversals_max": max(r["sampling_only"]["reversals"] for r in group),
+            "sampling_tau_min": min(r["sampling_only"]["kendall_tau"] for r in group),
+            "doc_fraction_mean": float(np.mean([r["doc_fraction"] for r in group])),
+            "union_doc_reduction": (float(np.mean([r["full_docs"] / r["docs"] for r in union])) if union
+                                    else float("nan")),
+        })
+    return out
+
+
+def choose_defaults(summary: list[dict[str, Any]], min_queries: int = 200, tau: float = 0.9) -> dict[str, Any] | None:
+    """The cheapest configuration (fewest documents kept, on average over tasks) that meets targets (a) and (b)
+    on every task and seed, samples at least ``min_queries`` queries (fewer are cheaper still, but only detect
+    large differences, and a checkpoint gate must see a few points) and, where any does, the secondary target
+    Kendall tau (a) >= ``tau``."""
+    ok = [c for c in summary if c["a_reversals_max"] == 0 and c["b_wrong_direction_max"] == 0
+          and c["queries"] >= min_queries]
+    ok = [c for c in ok if c["a_tau_min"] >= tau] or ok
+    return min(ok, key=lambda c: (c["doc_fraction_mean"], -c["queries"]), default=None)
 
 
 def encode_seconds(ref: str, texts: list[str], batch_size: int = 64) -> float:

@@ -119,7 +119,8 @@ def test_mteb_evaluation_of_the_light_task_equals_the_restricted_full_scores(reg
 @pytest.fixture(scope="module")
 def medline_panel():
     panel = (System("bm25", "bm25"), System("tfidf", "tfidf"), System("minilm", MINILM),
-             System("minilm-64tok", MINILM, max_length=64), System("random", MINILM, random_init=True))
+             System("minilm-64tok", MINILM, max_length=64),
+             System("random", MINILM, max_length=64, random_init=True))  # 64 tokens: the property needs no more
     return prepare(mteb.get_task("MedlineRetrieval"), panel, pool_refs=("bm25", MINILM))
 
 
@@ -193,6 +194,8 @@ def test_bad_build_input_is_refused_before_loading(spec: BuildSpec, message: str
     (("light", "build", "ADIRetrieval", "--queries", "-5"), "--queries -5"),
     (("light", "build", "ADIRetrieval", "--data-dir", "/nonexistent"), "--data-dir /nonexistent: no such folder"),
     (("light", "build", "STS16"), "STS16 is a STS task"),
+    (("light", "build", "CQADupstackRetrieval"), "aggregates 12 tasks: build each of them (CQADupstackAndroid"),
+    (("light", "build", "ADIRetrieval", "--split", "dev"), "--split dev: ADIRetrieval evaluates on test"),
     (("light", "validate", "NoSuchTask"), "no such light manifest"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
@@ -220,3 +223,35 @@ def test_pool_independence_is_enforced(adi_manifest_dir: Path) -> None:
     assert require_pool_independence([manifest], pooled, allow_pooled=True) == [
         "ADIRetrieval-light was pooled with sentence-transformers/all-MiniLM-L6-v2 (baseline)"]
     assert require_pool_independence([manifest], {"a": "my/checkpoint", "b": "other/model"}) == []
+
+
+def _row(task: str, retrievers: str, depth: int, counts: list[int], docs: int, a_rev: int = 0, wrong: int = 0,
+         tau: float = 1.0) -> dict:
+    return {"task": task, "retrievers": retrievers.split(","), "depth": depth, "query_counts": counts,
+            "docs": docs, "full_docs": 1000, "doc_fraction": docs / 1000,
+            "vs_full_corpus": {"reversals": a_rev, "kendall_tau": tau},
+            "vs_full_task": {"wrong_direction": wrong, "reversals": 0, "kendall_tau": 1.0},
+            "sampling_only": {"reversals": 0, "kendall_tau": 1.0}}
+
+
+def test_defaults_are_the_cheapest_configuration_meeting_the_targets_everywhere() -> None:
+    from linq_eval.light_validate import UNION_TASK, choose_defaults, summarise_sweep
+
+    rows = [
+        _row("A", "bm25", 10, [50], 50),                    # cheapest, but too few queries
+        _row("A", "bm25", 10, [200, 10**6], 100, a_rev=1),  # a reversal on one task rules it out
+        _row(UNION_TASK, "bm25", 10, [200, 10**6], 90),
+        _row("A", "bm25", 30, [200, 10**6], 200),
+        _row(UNION_TASK, "bm25", 30, [200, 10**6], 100),
+        _row("A", "bm25", 100, [200, 10**6], 400, wrong=1),  # a wrong-direction call rules it out
+        _row("A", "bm25,m", 10, [200, 10**6], 150, tau=0.8),  # cheaper, but below the secondary tau target
+        _row(UNION_TASK, "bm25,m", 10, [200, 10**6], 90, tau=0.8),
+    ]
+    summary = summarise_sweep(rows)
+    assert {(c["retrievers"], c["depth"], c["queries"]) for c in summary} == {
+        ("bm25", 10, 50), ("bm25", 10, 200), ("bm25", 10, 10**6), ("bm25", 30, 200), ("bm25", 30, 10**6),
+        ("bm25", 100, 200), ("bm25", 100, 10**6), ("bm25,m", 10, 200), ("bm25,m", 10, 10**6)}
+    chosen = choose_defaults(summary)
+    assert (chosen["depth"], chosen["queries"], chosen["union_doc_reduction"]) == (30, 10**6, 10.0)
+    assert choose_defaults(summary, min_queries=50)["queries"] == 50
+    assert choose_defaults(summary, tau=0.75)["retrievers"] == "bm25,m"
