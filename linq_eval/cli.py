@@ -86,6 +86,27 @@ def _add_light_parser(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(func=_light_validate)
 
 
+def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("compare", help="is a cheaper precision equivalent to the highest, per model and task? (TOST)")
+    c.add_argument("--bits", type=int, nargs="+", required=True, help="precisions, e.g. 4 16 (highest = reference)")
+    c.add_argument("-m", "--model", nargs="+", default=None,
+                   help="models (local directory, hub id, pypi:NAME; default: $LINQ_MODEL, else Linq-Embed-Mistral)")
+    c.add_argument("--adapter", nargs="+", default=None, help="LoRA adapters: the first model with each, as systems")
+    target = c.add_mutually_exclusive_group()
+    target.add_argument("-t", "--tasks", nargs="+", default=[], help="retrieval tasks")
+    target.add_argument("--light", nargs="*", default=None, metavar="TASK",
+                        help="light sets (of these tasks; every shipped one when none is named)")
+    c.add_argument("--margin", type=float, default=0.01, help="equivalence margin on the score scale (0.01 = 1 point)")
+    c.add_argument("--max-length", type=int, default=None, help="max tokens per input (default: the model's)")
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--no-aa", action="store_true", help="skip the A/A rerun that measures the noise floor")
+    c.add_argument("--allow-pooled", action="store_true",
+                   help="compare on light sets pooled by a compared model anyway (biased; warns)")
+    c.add_argument("--output-folder", default="results/mteb", help="mteb result cache")
+    c.add_argument("--out", default="results/compare", help="folder for compare.json, compare.md, compare.png")
+    c.set_defaults(func=_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linq-eval", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -93,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_instructions_parser(sub)
     _add_run_parser(sub)
     _add_light_parser(sub)
+    _add_compare_parser(sub)
     return parser
 
 
@@ -190,6 +212,24 @@ def _light_list(args: argparse.Namespace) -> int:
         table.add_row(name, f"{c['queries']}/{c['full_queries']}", f"{c['corpus']}/{c['full_corpus']}",
                       str(m.parameters.depth), ", ".join(r.name for r in m.retrievers), m.checksum[:12])
     console().print(table)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from linq_eval.compare import CompareSpec, check, light_task_names, make_systems
+
+    tasks = light_task_names(args.light) if args.light is not None else args.tasks
+    spec = CompareSpec(systems=make_systems(args.model, args.adapter), bits=args.bits, tasks=tasks,
+                       margin=args.margin, cache=args.output_folder, out=args.out, batch_size=args.batch_size,
+                       max_length=args.max_length, allow_pooled=args.allow_pooled, aa=not args.no_aa)
+    spec = check(spec)  # everything before any model loads
+    from linq_eval.compare import compare
+    from linq_eval.compare_report import print_report, write
+
+    report = compare(spec, progress=lambda line: console().print(line, style="dim"))
+    write(report, Path(args.out))
+    print_report(report)
+    print(f"results: {Path(args.out).resolve()}")
     return 0
 
 

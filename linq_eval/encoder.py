@@ -9,6 +9,7 @@ bar, and encoding spread over several devices with sentence-transformers' multi-
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from mteb.models.abs_encoder import AbsEncoder, PromptSource
 from mteb.types import PromptType
 
+from linq_eval.errors import LinqEvalError
 from linq_eval.instructions import ASYMMETRIC_TYPES, InstructionTable, load_instructions
 
 if TYPE_CHECKING:
@@ -97,6 +99,7 @@ class LinqEncoder(AbsEncoder):
         self.devices = devices
         self.show_progress = show_progress
         self.use_instructions = use_instructions
+        self.usage: dict[str, dict[str, float]] = {}  # label -> texts, tokens, seconds (compare's cost report)
 
     # -- instructions -------------------------------------------------------------------------
     def prefix_for(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> str:
@@ -121,8 +124,14 @@ class LinqEncoder(AbsEncoder):
         """mteb's ``EncoderProtocol.encode``: one L2-normalised row per input, in input order."""
         texts = [text for batch in inputs for text in batch["text"]]
         prefix = self.prefix_for(task_metadata, prompt_type)
-        label = f"{task_metadata.name} {prompt_type.value if prompt_type else 'inputs'}"
-        return self.encode_texts(texts, prefix=prefix, batch_size=kwargs.get("batch_size"), label=label)
+        side = prompt_type.value if prompt_type else "inputs"
+        t0 = time.perf_counter()
+        out = self.encode_texts(texts, prefix=prefix, batch_size=kwargs.get("batch_size"),
+                                label=f"{task_metadata.name} {side}")
+        count = self.usage.setdefault(side, {"texts": 0, "tokens": 0, "seconds": 0.0})
+        count["texts"] += len(texts)
+        count["seconds"] += time.perf_counter() - t0
+        return out
 
     def encode_texts(
         self, texts: Sequence[str], *, prefix: str = "", batch_size: int | None = None, label: str = "encoding"
@@ -135,8 +144,11 @@ class LinqEncoder(AbsEncoder):
             return np.zeros((0, self.model.get_embedding_dimension()), dtype=np.float32)
         devices = resolve_devices(self.devices)
         if len(devices) > 1:
-            return self._encode_multiprocess(full, batch_size or self.batch_size, devices)
-        return self._encode_local(full, batch_size or self.batch_size, label)
+            out = self._encode_multiprocess(full, batch_size or self.batch_size, devices)
+        else:
+            out = self._encode_local(full, batch_size or self.batch_size, label)
+        check_finite(out, label)
+        return out
 
     def _encode_local(self, texts: list[str], batch_size: int, label: str) -> np.ndarray:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -147,6 +159,8 @@ class LinqEncoder(AbsEncoder):
         on_cpu = self.model.device.type == "cpu"
         budget = self.max_tokens_per_batch or (CPU_TOKEN_BUDGET if on_cpu else batch_size * max_length)
         batches = token_budget_batches(lengths, batch_size, budget)
+        side = label.rsplit(" ", 1)[-1]
+        self.usage.setdefault(side, {"texts": 0, "tokens": 0, "seconds": 0.0})["tokens"] += sum(lengths)
         out = np.empty((len(texts), self.model.get_embedding_dimension()), dtype=np.float32)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       disable=not self.show_progress, transient=True) as progress:
@@ -166,6 +180,17 @@ class LinqEncoder(AbsEncoder):
         finally:
             self.model.stop_multi_process_pool(pool)
         return np.asarray(emb, dtype=np.float32)
+
+
+class NonFiniteEmbeddings(LinqEvalError):
+    """NaN or inf in embeddings: a failed precision (fp16 overflow, a broken 4-bit kernel), never a score."""
+
+
+def check_finite(embeddings: np.ndarray, label: str) -> None:
+    bad = int((~np.isfinite(embeddings)).any(axis=1).sum()) if embeddings.size else 0
+    if bad:
+        raise NonFiniteEmbeddings(f"{label}: {bad} of {len(embeddings)} embeddings contain NaN or inf: this "
+                                  "precision failed (try another --bits or --dtype float32)")
 
 
 def _instruction_source(task_metadata: TaskMetadata) -> TaskMetadata:

@@ -128,8 +128,8 @@ def check_stored_results(encoder: LinqEncoder, tasks: list[AbsTask], cache_folde
 
 
 def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overwrite: bool = False,
-        batch_size: int = 32) -> Any:  # noqa: ANN401 -- mteb's ModelResult
-    """Evaluate ``spec`` on the tasks; returns mteb's ``ModelResult``."""
+        batch_size: int = 32, encoder: LinqEncoder | None = None) -> Any:  # noqa: ANN401 -- mteb's ModelResult
+    """Evaluate ``spec`` on the tasks (with ``encoder`` when already loaded from it); returns mteb's ``ModelResult``."""
     import mteb
 
     from linq_eval.model import check_adapter
@@ -140,7 +140,7 @@ def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overw
     if spec.adapter:
         check_adapter(spec.adapter)
     tasks = check_tasks(task_names)
-    encoder = load_encoder(spec)
+    encoder = encoder or load_encoder(spec)
     if not overwrite:
         check_stored_results(encoder, tasks, cache_folder)
     encoder.batch_size = batch_size

@@ -126,10 +126,11 @@ def tost(a: Sequence[float], b: Sequence[float], *, margin: float = 0.01, alpha:
         verdict = "inconclusive"
     needed = None
     if verdict == "inconclusive":
-        room = margin - abs(mean)
+        # the interval's half-width must shrink below the gap between the estimate and the margin: inside it
+        # that shows equivalence, outside it a difference (one-sided z at 1 - alpha, as in the 1 - 2 alpha CI)
+        gap = abs(margin - abs(mean))
         sd = float(d.std(ddof=1))
-        # the one-sided z at 1 - alpha per side, as in the (1 - 2 alpha) interval
-        needed = int(np.ceil((_stats.norm.ppf(1 - alpha) * sd / room) ** 2)) if room > 0 and sd > 0 else None
+        needed = int(np.ceil((_stats.norm.ppf(1 - alpha) * sd / gap) ** 2)) if gap > 0 and sd > 0 else None
     return Equivalence(verdict, mean, low, high, margin, p, needed)
 
 

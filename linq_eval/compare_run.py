@@ -1,0 +1,113 @@
+"""One (model, precision) evaluation for ``linq-eval compare``, measured, in a process of its own.
+
+A fresh process per precision makes peak memory (RSS on CPU, ``max_memory_allocated`` on GPU) that precision's
+own, and a crash or an out-of-memory kill of one precision leaves the others running. The evaluation itself is
+``runner.run`` (mteb, result cache, per-query scores), so a finished precision is never recomputed and an
+interrupted one resumes. Writes ``<out>.json``: status, per-query file of each task, cost, and the embeddings of
+a fixed sample of texts (similarity fidelity).
+
+    python -m linq_eval.compare_run JOB.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from linq_eval.errors import LinqEvalError
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str | None
+    bits: int
+    adapter: str | None
+    tasks: list[str]
+    cache: str  # mteb result cache folder
+    out: str  # this job's JSON (its sample embeddings go beside it, .npy)
+    batch_size: int = 32
+    max_tokens_per_batch: int | None = None  # None: the encoder's default (A/A runs change it)
+    max_length: int | None = None
+    sample: dict[str, list[str]] = field(default_factory=dict)  # "queries"/"documents" -> texts to embed
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _peak_memory() -> dict[str, int]:
+    import resource
+
+    import torch
+
+    peak = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # Linux reports KiB
+    if torch.cuda.is_available():
+        peak["peak_gpu_bytes"] = int(torch.cuda.max_memory_allocated())
+    return peak
+
+
+def execute(job: Job) -> dict[str, Any]:
+    """Run the job; never raises for a precision that cannot run or fails: that is the result."""
+    import mteb
+    import numpy as np
+
+    from linq_eval.model import describe
+    from linq_eval.per_query import per_query_path
+    from linq_eval.runner import RunSpec, load_encoder, run
+
+    spec = RunSpec(model=job.model, bits=job.bits, adapter=job.adapter, max_length=job.max_length)
+    result: dict[str, Any] = {"job": asdict(job), "status": "ok"}
+    t0 = time.perf_counter()
+    try:
+        encoder = load_encoder(spec)
+    except Exception as exc:  # noqa: BLE001 -- no bitsandbytes backend, no GPU for a kernel: reported, not raised
+        return {**result, "status": "unavailable", "reason": _first_line(exc)}
+    load_seconds = time.perf_counter() - t0
+    encoder.show_progress = False
+    if job.max_tokens_per_batch:
+        encoder.max_tokens_per_batch = job.max_tokens_per_batch
+    try:
+        t0 = time.perf_counter()
+        run(spec, job.tasks, job.cache, batch_size=job.batch_size, encoder=encoder)
+        eval_seconds = time.perf_counter() - t0
+        sample = {side: encoder.encode_texts(texts, label=f"sample {side}") for side, texts in job.sample.items()}
+    except LinqEvalError as exc:  # NaN/inf embeddings among them
+        return {**result, "status": "failed", "reason": str(exc)}
+    cache = mteb.ResultCache(job.cache)
+    meta = encoder.mteb_model_meta
+    per_query = {}
+    for task in job.tasks:
+        path = per_query_path(cache.cache_path, cache.get_task_result_path(task, meta))
+        if not path.is_file():
+            return {**result, "status": "failed", "reason": f"{task}: no per-query scores at {path}"}
+        per_query[task] = str(path)
+    for side, emb in sample.items():
+        np.save(Path(job.out).with_suffix(f".{side}.npy"), emb)
+    usage = encoder.usage
+    tokens = sum(v.get("tokens", 0) for v in usage.values())
+    seconds = sum(v.get("seconds", 0.0) for v in usage.values())
+    cost = {"load_seconds": load_seconds, "eval_seconds": eval_seconds, "encode": usage,
+            "tokens_per_second": tokens / seconds if seconds else None,
+            "weight_bytes": describe(encoder.model)["weight_bytes"], "dtype": describe(encoder.model)["dtype"],
+            **_peak_memory()}
+    return {**result, "model_name": meta.name, "per_query": per_query, "cost": cost}
+
+
+def main(argv: list[str] | None = None) -> int:
+    path = Path((argv or sys.argv[1:])[0])
+    job = Job(**json.loads(path.read_text()))
+    result = execute(job)
+    out = Path(job.out)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
+    tmp.replace(out)  # a job's JSON exists only once it finished: an interrupted one is simply rerun
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

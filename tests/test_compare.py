@@ -1,0 +1,144 @@
+"""``linq-eval compare``: verdicts on constructed per-query scores with known answers, NaN detection on a real
+model, and the whole command on a real task (all-MiniLM-L6-v2 at 8 and 16 bits on ADIRetrieval)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linq_eval.compare_analysis import noise_floor, paired, rankings, similarity, task_row
+from linq_eval.errors import LinqEvalError
+from tests.conftest import run_cli
+
+MINILM = "pypi:all-MiniLM-L6-v2"
+
+
+def _scores(values: np.ndarray) -> dict[str, float]:
+    return {f"q{i}": float(v) for i, v in enumerate(values)}
+
+
+def _reference(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0.2, 0.8, n)
+
+
+@pytest.mark.parametrize(("n", "shift", "noise", "verdict"), [
+    (400, 0.002, 0.01, "equivalent"),     # a shift well inside the margin, measured precisely
+    (400, -0.05, 0.01, "different"),      # five points worse: outside the margin
+    (12, 0.0, 0.2, "inconclusive"),       # a noisy, small sample cannot decide either way
+])
+def test_verdicts_on_constructed_scores(n: int, shift: float, noise: float, verdict: str) -> None:
+    ref = _reference(n)
+    low = ref + shift + np.random.default_rng(1).normal(0, noise, n)
+    row = task_row(_scores(low), _scores(ref), margin=0.01, noise=0.0)
+    assert row["verdict"] == verdict
+    assert row["ci90"][0] <= row["difference"] <= row["ci90"][1]
+    assert row["ci95"][0] <= row["ci90"][0] and row["ci90"][1] <= row["ci95"][1]  # the 95% interval is wider
+    assert (row["queries_to_decide"] is not None) == (verdict == "inconclusive")
+    if verdict == "inconclusive":
+        assert row["queries_to_decide"] > n
+
+
+def test_a_margin_inside_the_noise_floor_is_flagged() -> None:
+    ref = _reference(200)
+    aa = ref + np.random.default_rng(2).normal(0, 0.12, 200)  # a reference that moves with batching
+    noise = noise_floor(_scores(aa), _scores(ref))
+    assert noise > 0.01
+    row = task_row(_scores(ref + 0.001), _scores(ref), margin=0.01, noise=noise)
+    assert row["margin_below_noise"]
+    assert not task_row(_scores(ref + 0.001), _scores(ref), margin=0.01, noise=0.0)["margin_below_noise"]
+
+
+def test_unpaired_runs_are_refused() -> None:
+    with pytest.raises(ValueError, match="different queries"):
+        paired({"q1": 0.5, "q2": 0.4}, {"q1": 0.5, "q3": 0.4})
+
+
+def test_similarity_known_answers() -> None:
+    rng = np.random.default_rng(0)
+    ref = {"queries": rng.normal(size=(8, 16)), "documents": rng.normal(size=(20, 16))}
+    same = similarity(ref, ref)
+    assert same["cosine_min"] == pytest.approx(1.0) and same["score_pearson"] == pytest.approx(1.0)
+    assert same["pairs"] == 160
+    noisy = {k: v + rng.normal(scale=0.5, size=v.shape) for k, v in ref.items()}
+    worse = similarity(noisy, ref)
+    assert worse["cosine_mean"] < 0.95 and worse["score_pearson"] < same["score_pearson"]
+
+
+def test_rankings_tau_per_task_and_on_average() -> None:
+    class Spec:
+        systems = [type("S", (), {"label": s})() for s in ("a", "b", "c")]
+        bits = [16, 4]
+        tasks = ["T1", "T2"]
+
+    rows = [{"system": s, "task": t, "bits": 4, "score": sc, "reference_score": ref}
+            for s, t, sc, ref in [("a", "T1", 0.5, 0.5), ("b", "T1", 0.4, 0.4), ("c", "T1", 0.3, 0.3),
+                                  ("a", "T2", 0.35, 0.5), ("b", "T2", 0.4, 0.4), ("c", "T2", 0.45, 0.3)]]
+    (r,) = rankings(rows, Spec)
+    assert r["per_task"] == {"T1": pytest.approx(1.0), "T2": pytest.approx(-1.0)}
+    assert r["average"] == pytest.approx(1.0)  # means 0.425 > 0.4 > 0.375 at 4 bits: T2's swap is smaller
+
+
+def test_nan_embeddings_are_a_failure_not_a_score(minilm_dir: Path) -> None:
+    import torch
+
+    from linq_eval.encoder import LinqEncoder, NonFiniteEmbeddings
+    from linq_eval.model import build_model
+
+    model = build_model(str(minilm_dir), bits=16, dtype="float32")
+    with torch.no_grad():
+        next(model[0].auto_model.parameters()).fill_(float("nan"))  # what an fp16 overflow leaves behind
+    encoder = LinqEncoder(model, show_progress=False)
+    with pytest.raises(NonFiniteEmbeddings, match="2 of 2 embeddings contain NaN or inf"):
+        encoder.encode_texts(["a query", "a document"], label="ADIRetrieval query")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--bits", "3", "16", "-t", "ADIRetrieval"), "bits=3 is not supported"),
+    (("--bits", "16", "-t", "ADIRetrieval", "-m", MINILM), "give at least two precisions"),
+    (("--bits", "4", "16", "-t", "STS16", "-m", MINILM), "STS16 is a STS task"),
+    (("--bits", "4", "16", "-t", "NoSuchTask", "-m", MINILM), "unknown task 'NoSuchTask'"),
+    (("--bits", "4", "16", "-m", MINILM), "no tasks"),
+    (("--bits", "4", "16", "-t", "ADIRetrieval", "-m", "pypi:nope"), "unknown offline model"),
+    (("--bits", "4", "16", "-t", "ADIRetrieval", "--margin", "0"), "--margin 0.0"),
+    (("--bits", "4", "16", "--light", "ADIRetrieval", "-m", MINILM), "was pooled with"),
+    (("--bits", "4", "16", "--light", "NoSuchTask", "-m", MINILM), "no light set NoSuchTask-light"),
+])
+def test_bad_input_is_one_line_before_any_model_loads(args: tuple[str, ...], message: str, tmp_path: Path) -> None:
+    result = run_cli("linq-eval", "compare", *args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_compare_end_to_end_on_a_real_task_resumes_without_recomputing(tmp_path: Path) -> None:
+    args = ("compare", "--bits", "8", "16", "-m", MINILM, "-t", "ADIRetrieval", "--output-folder",
+            str(tmp_path / "mteb"), "--out", str(tmp_path / "out"))
+    first = run_cli("linq-eval", *args)
+    assert first.returncode == 0, first.stderr
+    report = json.loads((tmp_path / "out" / "compare.json").read_text())
+    (row,) = report["rows"]
+    assert (row["task"], row["bits"], row["queries"]) == ("ADIRetrieval", 8, 35)
+    assert row["verdict"] in {"equivalent", "different", "inconclusive"} and row["noise_floor"] is not None
+    assert abs(row["reference_score"] - 0.4973) < 0.002  # mteb's published fp32 score, bf16 moves it slightly
+    eight = next(p for p in report["precisions"] if p["bits"] == 8)
+    assert eight["status"] == "ok" and 0.99 < eight["similarity"]["cosine_mean"] <= 1.0
+    assert eight["cost_ratio"]["weight_bytes"] < 1.0  # int8 linear layers
+    assert (tmp_path / "out" / "compare.md").is_file() and (tmp_path / "out" / "compare.png").is_file()
+    again = run_cli("linq-eval", *args)
+    assert again.returncode == 0 and again.stdout.count(": stored") == 3, again.stdout
+    assert json.loads((tmp_path / "out" / "compare.json").read_text())["rows"] == report["rows"]
+
+
+def test_pool_conflicts_can_be_overridden_with_a_warning() -> None:
+    from linq_eval.compare import CompareSpec, check, make_systems
+
+    spec = CompareSpec(systems=make_systems([MINILM], None), bits=[4, 16], tasks=["ADIRetrieval-light"],
+                       allow_pooled=True)
+    checked = check(spec)
+    assert checked.bits == [16, 4] and checked.pooled_warnings == [
+        "ADIRetrieval-light was pooled with sentence-transformers/all-MiniLM-L6-v2 (pypi:all-MiniLM-L6-v2)"]
+    with pytest.raises(LinqEvalError, match="--allow-pooled"):
+        check(CompareSpec(systems=spec.systems, bits=[4, 16], tasks=["ADIRetrieval-light"]))
