@@ -1,0 +1,76 @@
+"""linq-train: refine training data for Linq-Embed-Mistral-style fine-tuning (thin commands over the library).
+
+Heavy imports happen inside the handlers, so ``--help`` and bad-config errors are instant; bad input is one
+line on stderr and exit code 2, as in ``linq-eval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from linq_eval.errors import LinqEvalError
+
+logger = logging.getLogger(__name__)
+
+EXIT_BAD_INPUT = 2
+
+
+def _add_refine_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("refine", help="craft, filter, mine and synthesise training data from a YAML/TOML config "
+                                      "(resumes finished stages)")
+    p.add_argument("config", help="refinement config (.yaml, .yml or .toml); see configs/refine_local.yaml")
+    p.add_argument("--force", action="store_true", help="recompute every stage, even finished ones")
+    p.set_defaults(func=_refine)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="linq-train", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each stage as it runs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_refine_parser(sub)
+    return parser
+
+
+def _refine(args: argparse.Namespace) -> int:
+    from linq_train.config import load_config
+
+    cfg = load_config(args.config)  # a bad config fails here, before any data or model loads
+    from rich.console import Console
+    from rich.table import Table
+
+    from linq_train.refine import refine
+
+    result = refine(cfg, force=args.force)
+    table = Table(title=f"refinement '{cfg.name}'")
+    for column in ("stage", "in", "kept", "dropped (why)", "seconds"):
+        table.add_column(column, justify="left" if column in {"stage", "dropped (why)"} else "right")
+    for name, stage in result.report["stages"].items():
+        why = ", ".join(f"{n} {reason}" for reason, n in stage["dropped"].items()) or "-"
+        seconds = f"{stage['seconds']:.1f}" + (" (resumed)" if stage.get("resumed") else "")
+        table.add_row(name, str(stage["in"]), str(stage["kept"]), why, seconds)
+    Console().print(table)
+    for name, stage in result.report["stages"].items():
+        for what, count in stage.get("notes", {}).items():
+            print(f"{name}: {count} {what}")
+    per_task = result.report["final"]["per_task"]
+    print("examples per task: " + ", ".join(f"{t} {c['examples']}" for t, c in per_task.items()))
+    print(f"dataset: {result.dataset_dir}\nreport: {result.report_dir / 'report.json'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except LinqEvalError as exc:
+        print(f"linq-train: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
