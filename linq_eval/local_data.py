@@ -50,7 +50,7 @@ class BeirData:
     qrels: dict[str, dict[str, int]]  # query id -> {doc id: grade}
 
 
-def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
+def read_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
     """(line number, object) for every non-blank line, each checked for the required fields."""
     if not path.is_file():
         raise LinqEvalError(f"{path} is missing: a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
@@ -103,9 +103,9 @@ def read_beir(folder: Path, split: str = "test") -> BeirData:
         raise LinqEvalError(f"data folder {folder} does not exist: set {DATA_ENV} to the folder holding it")
     corpus = {
         str(row["_id"]): {"title": str(row.get("title") or ""), "text": str(row["text"])}
-        for _, row in _read_jsonl(folder / "corpus.jsonl", ("_id", "text"))
+        for _, row in read_jsonl(folder / "corpus.jsonl", ("_id", "text"))
     }
-    queries = {str(row["_id"]): str(row["text"]) for _, row in _read_jsonl(folder / "queries.jsonl", ("_id", "text"))}
+    queries = {str(row["_id"]): str(row["text"]) for _, row in read_jsonl(folder / "queries.jsonl", ("_id", "text"))}
     qrels_path = folder / "qrels" / f"{split}.tsv"
     qrels = _read_qrels(qrels_path)
     for qid, docs in qrels.items():
@@ -128,7 +128,7 @@ def folder_sha256(folder: Path) -> str:
 
 def read_pairs(path: Path, min_score: float, max_score: float) -> dict[str, list]:
     """Read an STS file (``sentence1``, ``sentence2``, ``score`` per line), checking every score's range."""
-    rows = _read_jsonl(path, ("sentence1", "sentence2", "score"))
+    rows = read_jsonl(path, ("sentence1", "sentence2", "score"))
     columns: dict[str, list] = {"sentence1": [], "sentence2": [], "score": []}
     for number, row in rows:
         try:

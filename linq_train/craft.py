@@ -125,23 +125,15 @@ def craft_pairs(source: PairSource, data_dir: Path, table: InstructionTable) -> 
 
 def read_labelled(path: Path) -> list[tuple[str, str]]:
     """(text, label) per JSONL line, checked strictly (file:line errors)."""
+    from linq_eval.local_data import read_jsonl
+
     if not path.is_file():
         raise LinqEvalError(f"labelled file {path} does not exist: give a JSONL file with 'text' and 'label'")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LinqEvalError(f"{path}:{number}: not valid JSON ({exc.msg}): fix or remove the line") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str) or "label" not in row:
-                raise LinqEvalError(f"{path}:{number}: every line needs a string 'text' and a 'label'")
-            rows.append((row["text"], str(row["label"])))
-    if not rows:
-        raise LinqEvalError(f"{path} is empty: it needs at least one labelled text")
-    return rows
+    rows = read_jsonl(path, ("text", "label"))
+    for number, row in rows:
+        if not isinstance(row["text"], str):
+            raise LinqEvalError(f"{path}:{number}: every line needs a string 'text' and a 'label'")
+    return [(row["text"], str(row["label"])) for _, row in rows]
 
 
 def craft_labelled(source: LabelledSource, data_dir: Path, table: InstructionTable, seed: int) -> TaskData:
