@@ -70,6 +70,10 @@ def _embeddings(result: dict[str, Any]) -> dict[str, np.ndarray] | None:
 
 
 def cost_ratios(cost: dict[str, Any], ref: dict[str, Any]) -> dict[str, float | None]:
+    from linq_eval.compare_run import throughput
+
+    cost, ref = ({**c, "tokens_per_second": throughput(c["encode"])} for c in (cost, ref))
+
     def ratio(key: str) -> float | None:
         return cost[key] / ref[key] if cost.get(key) and ref.get(key) else None
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from linq_eval.compare_run import throughput
 from linq_eval.console import console
 
 
@@ -47,7 +48,7 @@ def print_report(report: dict[str, Any]) -> None:
         status = p["status"] if p["status"] == "ok" else f"{p['status']}: {p['reason']}"
         cost.add_row(p["system"], str(p["bits"]), status, f"{c['load_seconds']:.1f}" if c else "-",
                      f"{c['eval_seconds']:.1f}" if c else "-",
-                     f"{c['tokens_per_second']:.0f}" if c.get("tokens_per_second") else "-",
+                     f"{throughput(c['encode']):.0f}" if c and throughput(c["encode"]) else "-",
                      _gib(c.get("weight_bytes")), _gib(c.get("peak_rss_bytes")),
                      f"{ratio['weight_bytes']:.2f}" if ratio.get("weight_bytes") else "-",
                      f"{ratio['eval_seconds']:.2f}" if ratio.get("eval_seconds") else "-",

@@ -51,6 +51,13 @@ def _peak_memory() -> dict[str, int]:
     return peak
 
 
+def throughput(usage: dict[str, dict[str, float]]) -> float | None:
+    """Tokens per second of the evaluation's query and document encoding."""
+    sides = [usage[s] for s in ("query", "document") if s in usage]
+    seconds = sum(v["seconds"] for v in sides)
+    return sum(v["tokens"] for v in sides) / seconds if seconds else None
+
+
 def execute(job: Job) -> dict[str, Any]:
     """Run the job; never raises for a precision that cannot run or fails: that is the result."""
     import mteb
@@ -75,6 +82,7 @@ def execute(job: Job) -> dict[str, Any]:
         t0 = time.perf_counter()
         run(spec, job.tasks, job.cache, batch_size=job.batch_size, encoder=encoder)
         eval_seconds = time.perf_counter() - t0
+        usage = {side: dict(v) for side, v in encoder.usage.items()}  # the evaluation's, not the sample's
         sample = {side: encoder.encode_texts(texts, label=f"sample {side}") for side, texts in job.sample.items()}
     except LinqEvalError as exc:  # NaN/inf embeddings among them
         return {**result, "status": "failed", "reason": str(exc)}
@@ -88,11 +96,8 @@ def execute(job: Job) -> dict[str, Any]:
         per_query[task] = str(path)
     for side, emb in sample.items():
         np.save(Path(job.out).with_suffix(f".{side}.npy"), emb)
-    usage = encoder.usage
-    tokens = sum(v.get("tokens", 0) for v in usage.values())
-    seconds = sum(v.get("seconds", 0.0) for v in usage.values())
     cost = {"load_seconds": load_seconds, "eval_seconds": eval_seconds, "encode": usage,
-            "tokens_per_second": tokens / seconds if seconds else None,
+            "tokens_per_second": throughput(usage),
             "weight_bytes": describe(encoder.model)["weight_bytes"], "dtype": describe(encoder.model)["dtype"],
             **_peak_memory()}
     return {**result, "model_name": meta.name, "per_query": per_query, "cost": cost}
