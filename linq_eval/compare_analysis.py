@@ -93,7 +93,9 @@ def analyse(spec: Any, results: list[dict[str, Any]]) -> dict[str, Any]:  # noqa
             entry = {"system": system, "bits": bits, "status": r["status"], "reason": r.get("reason"),
                      "cost": r.get("cost")}
             if r["status"] == "ok" and ref["status"] == "ok" and bits != ref_bits:
-                entry["cost_ratio"] = cost_ratios(r["cost"], ref["cost"])
+                # times of a resumed run leave out its cached tasks: no ratio of unlike things
+                resumed = r["cost"].get("resumed_tasks") or ref["cost"].get("resumed_tasks")
+                entry["cost_ratio"] = None if resumed else cost_ratios(r["cost"], ref["cost"])
                 low_emb, ref_emb = _embeddings(r), _embeddings(ref)
                 entry["similarity"] = similarity(low_emb, ref_emb) if low_emb and ref_emb else None
             precisions.append(entry)

@@ -78,6 +78,9 @@ def execute(job: Job) -> dict[str, Any]:
     encoder.show_progress = False
     if job.max_tokens_per_batch:
         encoder.max_tokens_per_batch = job.max_tokens_per_batch
+    cache = mteb.ResultCache(job.cache)
+    meta = encoder.mteb_model_meta
+    resumed = [t for t in job.tasks if cache.get_task_result_path(t, meta).is_file()]
     try:
         t0 = time.perf_counter()
         run(spec, job.tasks, job.cache, batch_size=job.batch_size, encoder=encoder)
@@ -86,8 +89,6 @@ def execute(job: Job) -> dict[str, Any]:
         sample = {side: encoder.encode_texts(texts, label=f"sample {side}") for side, texts in job.sample.items()}
     except LinqEvalError as exc:  # NaN/inf embeddings among them
         return {**result, "status": "failed", "reason": str(exc)}
-    cache = mteb.ResultCache(job.cache)
-    meta = encoder.mteb_model_meta
     per_query = {}
     for task in job.tasks:
         path = per_query_path(cache.cache_path, cache.get_task_result_path(task, meta))
@@ -97,6 +98,7 @@ def execute(job: Job) -> dict[str, Any]:
     for side, emb in sample.items():
         np.save(Path(job.out).with_suffix(f".{side}.npy"), emb)
     cost = {"load_seconds": load_seconds, "eval_seconds": eval_seconds, "encode": usage,
+            "resumed_tasks": resumed,  # their results came from the cache: the times above leave them out
             "tokens_per_second": throughput(usage),
             "weight_bytes": describe(encoder.model)["weight_bytes"], "dtype": describe(encoder.model)["dtype"],
             **_peak_memory()}

@@ -130,6 +130,13 @@ def test_compare_end_to_end_on_a_real_task_resumes_without_recomputing(tmp_path:
     again = run_cli("linq-eval", *args)
     assert again.returncode == 0 and again.stdout.count(": stored") == 3, again.stdout
     assert json.loads((tmp_path / "out" / "compare.json").read_text())["rows"] == report["rows"]
+    (tmp_path / "out" / "runs" / "pypi_all-MiniLM-L6-v2-8bit.json").unlink()  # interrupted before it was written
+    resumed = run_cli("linq-eval", *args)
+    assert resumed.returncode == 0 and resumed.stdout.count(": stored") == 2, resumed.stdout
+    report = json.loads((tmp_path / "out" / "compare.json").read_text())
+    eight = next(p for p in report["precisions"] if p["bits"] == 8)
+    assert eight["cost"]["resumed_tasks"] == ["ADIRetrieval"] and eight["cost_ratio"] is None  # no ratio of unlike
+    assert report["rows"][0]["score"] == row["score"]
 
 
 def test_pool_conflicts_can_be_overridden_with_a_warning() -> None:
