@@ -248,8 +248,8 @@ def _light_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse, set up logging, run the command; bad input is one line on stderr and exit 2 (linq-eval, linq-train)."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     # bitsandbytes warns on every CPU run that an optional kernels package is missing; it is harmless.
@@ -257,8 +257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except LinqEvalError as exc:
-        print(f"linq-eval: error: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch(build_parser(), argv)
 
 
 def mteb_main() -> None:

@@ -11,11 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from linq_eval.errors import LinqEvalError
-
 logger = logging.getLogger(__name__)
-
-EXIT_BAD_INPUT = 2
 
 
 def _add_refine_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,14 +58,9 @@ def _refine(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        return args.func(args)
-    except LinqEvalError as exc:
-        print(f"linq-train: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    from linq_eval.cli import dispatch  # one error policy for both tools: one line, exit 2
+
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":
