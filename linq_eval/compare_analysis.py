@@ -9,25 +9,18 @@ scores: cosine of the same texts' embeddings and Pearson of query-document score
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from linq_eval.per_query import read_per_query
 from linq_eval.stats import bootstrap_ci, kendall_tau, tost
 
 RULE = ("equivalent: the 90% CI of the paired mean difference (lower precision - reference) lies inside "
         "[-margin, +margin]; different: it lies outside, or the difference is significant (p < 0.05) and "
         "larger than the margin; inconclusive otherwise (the queries that would decide are given). A margin "
         "below the A/A noise floor (95% CI of the reference against itself, batched otherwise) is flagged.")
-
-
-def read_per_query(path: str | Path) -> dict[str, float]:
-    """The per-query scores of a result (first split; the default subset, or the only one)."""
-    scores = json.loads(Path(path).read_text())["scores"]
-    split = scores[sorted(scores)[0]]
-    return split.get("default") or split[sorted(split)[0]]
 
 
 def paired(a: dict[str, float], b: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,13 @@ def per_query_path(cache_path: Path, result_path: Path) -> Path:
     return sibling_path(cache_path, result_path, "per_query")
 
 
+def read_per_query(path: str | Path) -> dict[str, float]:
+    """The per-query scores of a result (first split; the default subset, or the only one)."""
+    scores = json.loads(Path(path).read_text())["scores"]
+    split = scores[sorted(scores)[0]]
+    return split.get("default") or split[sorted(split)[0]]
+
+
 def write_retrieval_per_query(task: Any, predictions_file: Path, path: Path) -> Path:  # noqa: ANN401
     """Score every split/subset of a saved ranking and write the per-query file to ``path``."""
     predictions = json.loads(predictions_file.read_text())

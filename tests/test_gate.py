@@ -1,0 +1,320 @@
+"""``linq-eval baseline`` and ``linq-eval gate``: the decision rule on constructed scores, the baseline file, and
+real gates of all-MiniLM-L6-v2 checkpoints (same weights, degraded weights, NaN weights, an adapter, a merged
+directory) against real baselines on real collections through mteb."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linq_eval.errors import LinqEvalError
+from linq_eval.gate_rule import GateRule, decide
+
+REPO = Path(__file__).resolve().parents[1]
+MINILM = "pypi:all-MiniLM-L6-v2"
+FAST = GateRule(n_resamples=2000)
+
+
+# -- the rule, on constructed per-query scores ------------------------------------------------------------
+def _scores(n: int, shift: float, sd: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.2, 0.8, n)
+    return base + shift + rng.normal(0, sd, n), base
+
+
+def test_clear_pass_when_a_drop_beyond_delta_is_ruled_out() -> None:
+    d = decide({"A": _scores(800, 0.0, 0.02, 0), "B": _scores(600, 0.002, 0.02, 1)}, FAST)
+    assert d.verdict == "PASS" and d.exit_code == 0
+    assert d.ci_low > -0.01 and d.queries_to_decide is None
+
+
+def test_clear_fail_when_the_whole_ci_is_below_minus_delta() -> None:
+    d = decide({"A": _scores(800, -0.05, 0.05, 0), "B": _scores(600, -0.04, 0.05, 1)}, FAST)
+    assert d.verdict == "FAIL" and d.exit_code == 1
+    assert d.ci_high < -0.01
+
+
+def test_underpowered_cannot_decide_rather_than_pass() -> None:
+    """A 2-point drop on 30 noisy queries: not significant, so a significance gate would pass it."""
+    cand, base = _scores(30, -0.02, 0.15, 3)
+    d = decide({"A": (cand, base)}, FAST)
+    assert d.tasks[0].p_value > 0.05  # what a significance-only gate would have passed
+    assert d.verdict == "CANNOT DECIDE" and d.exit_code == 2
+    assert d.mde > 0.02 and d.queries_to_decide and d.queries_to_decide > 30
+    assert any("detect drops" in r for r in d.reasons)
+
+
+def test_one_task_with_a_holm_significant_large_drop_fails_the_gate() -> None:
+    good = [_scores(400, 0.03, 0.02, i) for i in range(3)]
+    bad = _scores(400, -0.06, 0.05, 9)
+    d = decide({"A": good[0], "B": good[1], "C": good[2], "D": bad}, FAST)
+    assert d.ci_low > -0.01  # the macro alone would pass
+    assert d.verdict == "FAIL"
+    assert [t.task for t in d.tasks if t.regression] == ["D"]
+
+
+def test_holm_protects_against_many_small_noisy_tasks() -> None:
+    """A large drop that is significant alone but not after Holm over 8 tasks is not a regression."""
+    tasks = {f"T{i}": _scores(400, 0.0, 0.01, i) for i in range(7)}
+    cand, base = _scores(12, -0.05, 0.08, 42)
+    tasks["small"] = (cand, base)
+    d = decide(tasks, FAST)
+    small = next(t for t in d.tasks if t.task == "small")
+    assert small.p_holm >= small.p_value
+    assert small.regression == (small.p_holm < 0.05 and small.difference < -0.02)
+
+
+def test_identical_scores_pass_and_nan_or_unpaired_cannot_decide() -> None:
+    base = np.linspace(0, 1, 20)
+    assert decide({"A": (base, base)}, FAST).verdict == "PASS"
+    nan = base.copy()
+    nan[3] = np.nan
+    d = decide({"A": (nan, base)}, FAST)
+    assert d.verdict == "CANNOT DECIDE" and "NaN" in d.reasons[0]
+    assert decide({"A": (base[:10], base)}, FAST).verdict == "CANNOT DECIDE"
+    assert decide({}, FAST).verdict == "CANNOT DECIDE"
+
+
+def test_rule_parameters_are_checked() -> None:
+    with pytest.raises(ValueError, match="delta"):
+        GateRule(delta=0)
+    with pytest.raises(ValueError, match="alpha"):
+        GateRule(alpha=0.7)
+
+
+# -- outputs ----------------------------------------------------------------------------------------------
+def _report(verdict_shift: float) -> dict:
+    from linq_eval.gate import GateReport
+
+    d = decide({"A": _scores(300, verdict_shift, 0.02, 0), "B": _scores(300, verdict_shift, 0.02, 1)}, FAST)
+    return GateReport("b", {"ref": "ckpt", "kind": "model"}, d, {}).to_dict()
+
+
+def test_junit_has_a_case_per_task_and_fails_or_errors_the_overall_case() -> None:
+    from linq_eval.gate_report import junit, markdown
+
+    for shift, verdict, tag in ((0.0, "PASS", None), (-0.05, "FAIL", "failure")):
+        r = _report(shift)
+        assert r["verdict"] == verdict
+        suite = ET.fromstring(junit(r).split("?>", 1)[1])
+        cases = suite.findall("testcase")
+        assert [c.get("name") for c in cases] == ["A", "B", "overall (macro)"]
+        assert (cases[-1].find("failure") is not None) == (tag == "failure")
+        assert verdict in markdown(r)
+    from linq_eval.gate import GateReport
+    from linq_eval.gate_rule import GateDecision
+
+    nan = float("nan")
+    r = GateReport("b", {"ref": "x", "kind": "model"}, GateDecision("CANNOT DECIDE", FAST, nan, nan, nan, nan, [],
+                                                                    ["no data"]), {}).to_dict()
+    json.dumps(r, allow_nan=False)  # strict JSON: NaN becomes null
+    overall = ET.fromstring(junit(r).split("?>", 1)[1]).findall("testcase")[-1]
+    assert overall.find("error") is not None
+
+
+# -- the baseline file ------------------------------------------------------------------------------------
+@pytest.fixture()
+def stored(tmp_path: Path) -> Path:
+    shutil.copy(REPO / "results" / "baselines" / "minilm-ci.json", tmp_path / "minilm-ci.json")
+    return tmp_path
+
+
+def test_the_stored_baseline_verifies(stored: Path) -> None:
+    from linq_eval.baseline import load_baseline
+
+    b = load_baseline("minilm-ci", stored)
+    assert set(b.tasks) == {"ADIRetrieval", "LegalBenchCorporateLobbying"}
+    for scores in b.tasks.values():  # mteb's main score is the mean of the per-query scores (rounded by mteb)
+        assert abs(np.mean(list(scores.per_query.values())) - scores.main_score) < 1e-5
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit-score", "schema", "not-json-object"])
+def test_a_corrupted_baseline_is_refused(stored: Path, damage: str) -> None:
+    from linq_eval.baseline import load_baseline
+
+    path = stored / "minilm-ci.json"
+    text = path.read_text()
+    if damage == "truncate":
+        path.write_text(text[: len(text) // 2])
+    elif damage == "edit-score":
+        raw = json.loads(text)
+        raw["tasks"]["ADIRetrieval"]["per_query"]["1"] = 1.0
+        path.write_text(json.dumps(raw))
+    elif damage == "schema":
+        path.write_text(text.replace('"schema_version": 1', '"schema_version": 99'))
+    else:
+        path.write_text("[1, 2]")
+    with pytest.raises(LinqEvalError, match="save it again"):
+        load_baseline("minilm-ci", stored)
+
+
+def test_missing_baseline_and_bad_names(stored: Path) -> None:
+    from linq_eval.baseline import load_baseline
+
+    with pytest.raises(LinqEvalError, match=r"no baseline 'nope'.*known: minilm-ci"):
+        load_baseline("nope", stored)
+    with pytest.raises(LinqEvalError, match="baseline name"):
+        load_baseline("../etc/passwd", stored)
+
+
+def test_mismatches_name_each_setting(stored: Path) -> None:
+    from linq_eval.baseline import load_baseline, mismatches, version_notes
+
+    p = load_baseline("minilm-ci", stored).provenance
+    other = p.model_copy(update={"instructions_sha256": "0" * 64, "bits": 4,
+                                 "data_sha256": {**p.data_sha256, "ADIRetrieval": "f" * 64},
+                                 "packages": {**p.packages, "mteb": "2.27.0", "torch": "9.9"}})
+    problems = mismatches(p, other)
+    assert any(m.startswith("bits") for m in problems)
+    assert any("instructions_sha256" in m for m in problems)
+    assert any("data_sha256 differs for ADIRetrieval" in m for m in problems)
+    assert any(m.startswith("mteb") for m in problems)
+    assert version_notes(p, other) == [f"torch {p.packages['torch']} -> 9.9"]
+    assert mismatches(p, p) == []
+
+
+# -- real gates: the CLI end to end ------------------------------------------------------------------------
+def _gate(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from linq_eval.cli import main
+
+    code = main(["gate", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def degraded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from linq_eval.checkpoint import degraded_copy
+
+    root = tmp_path_factory.mktemp("degraded")
+    return {name: degraded_copy(MINILM, root / name, noise=noise)
+            for name, noise in (("broken", 0.5), ("slightly", 0.05), ("nan", float("nan")))}
+
+
+def test_project_gate_passes_the_same_model_and_resumes_after_an_interruption(
+        stored: Path, tmp_path: Path) -> None:
+    """The project's own CI gate, part 1: the stored baseline's model passes (exit 0), even after a crash."""
+    from linq_eval.gate import gate_checkpoint
+
+    def interrupt(task: str, state: str) -> None:
+        if task == "LegalBenchCorporateLobbying" and state == "running":
+            raise KeyboardInterrupt
+
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        gate_checkpoint(MINILM, "minilm-ci", directory=stored, cache_root=cache, progress=interrupt)
+    seen: list[tuple[str, str]] = []
+    report = gate_checkpoint(MINILM, "minilm-ci", directory=stored, cache_root=cache,
+                             progress=lambda t, s: seen.append((t, s)))
+    assert ("ADIRetrieval", "stored") in seen and ("LegalBenchCorporateLobbying", "running") in seen
+    assert report.resumed == ["ADIRetrieval"]
+    assert report.exit_code == 0, report.decision.reasons
+    for task in report.decision.tasks:  # the same weights on the same CPU: the same per-query scores
+        assert abs(task.difference) < 1e-6
+
+
+def test_project_gate_fails_a_degraded_checkpoint(stored: Path, tmp_path: Path, degraded: dict[str, Path],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The project's own CI gate, part 2: weights perturbed by half their spread must fail (exit 1)."""
+    out = tmp_path / "report"
+    code, stdout, _ = _gate([str(degraded["broken"]), "--baseline", "minilm-ci", "--dir", str(stored),
+                             "--cache", str(tmp_path / "cache"), "--out", str(out)], capsys)
+    assert code == 1, stdout
+    assert "FAIL (exit 1)" in stdout
+    report = json.loads((out / "gate.json").read_text())
+    assert report["verdict"] == "FAIL" and report["macro"]["ci"][1] < -0.01
+    assert report["checkpoint"]["kind"] == "model"
+    suite = ET.parse(out / "junit.xml").getroot()
+    assert suite.find("testcase[@name='overall (macro)']/failure") is not None
+    assert "❌" in (out / "gate.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def adi_baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A baseline saved through the CLI: all-MiniLM-L6-v2 on ADI (35 queries)."""
+    from linq_eval.cli import main
+
+    root = tmp_path_factory.mktemp("adi-baseline")
+    code = main(["baseline", "save", "adi", "-m", MINILM, "--dtype", "float32", "-t", "ADIRetrieval",
+                 "--dir", str(root / "b"), "--cache", str(root / "cache")])
+    assert code == 0
+    return root / "b", root / "cache"
+
+
+def test_a_small_real_drop_on_35_queries_cannot_be_decided(adi_baseline: tuple[Path, Path], degraded: dict[str, Path],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Noise of 5% of each tensor's spread costs about 1.4 points: 35 queries can neither rule it out nor in."""
+    folder, cache = adi_baseline
+    out = folder.parent / "slightly"
+    code, stdout, _ = _gate([str(degraded["slightly"]), "--baseline", "adi", "--dir", str(folder), "--cache",
+                             str(cache), "--out", str(out)], capsys)
+    assert code == 2, stdout
+    report = json.loads((out / "gate.json").read_text())
+    assert report["verdict"] == "CANNOT DECIDE"
+    assert report["macro"]["mde"] > 0.01 and report["macro"]["queries_to_decide"] > 35
+
+
+def test_nan_embeddings_cannot_be_decided(adi_baseline: tuple[Path, Path], degraded: dict[str, Path],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    folder, cache = adi_baseline
+    out = folder.parent / "nan"
+    code, stdout, _ = _gate([str(degraded["nan"]), "--baseline", "adi", "--dir", str(folder), "--cache", str(cache),
+                             "--out", str(out)], capsys)
+    assert code == 2
+    assert "NaN" in json.loads((out / "gate.json").read_text())["reasons"][0]
+
+
+def test_an_adapter_and_a_merged_directory_are_checkpoints(adi_baseline: tuple[Path, Path], tmp_path: Path) -> None:
+    """A fresh LoRA adapter (B = 0) and a plain transformers copy are the baseline's function: both pass."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, AutoTokenizer
+
+    from linq_eval.gate import gate_checkpoint
+    from linq_eval.offline_models import resolve
+
+    folder, cache = adi_baseline
+    source = resolve(MINILM)
+    peft_model = get_peft_model(AutoModel.from_pretrained(source), LoraConfig(r=4, target_modules="all-linear"))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    merged = tmp_path / "merged"  # config.json and weights only: linq-eval infers mean pooling for BERT
+    AutoModel.from_pretrained(source).save_pretrained(merged)
+    AutoTokenizer.from_pretrained(source).save_pretrained(merged)
+    for path, kind in ((tmp_path / "adapter", "adapter"), (merged, "model")):
+        report = gate_checkpoint(str(path), "adi", directory=folder, cache_root=cache, n_resamples=2000)
+        assert report.checkpoint["kind"] == kind
+        assert report.exit_code == 0, report.decision.reasons
+        assert abs(report.decision.difference) < 1e-4
+
+
+def test_mismatched_settings_are_refused_before_any_model_loads(stored: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    table = tmp_path / "other.json"
+    table.write_text(json.dumps({"tasks": {"ADIRetrieval": "Find something else entirely"}}))
+    code, _, err = _gate([MINILM, "--baseline", "minilm-ci", "--dir", str(stored), "--instructions", str(table)],
+                         capsys)
+    assert code == 2 and "instructions_sha256" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_input_exits_2_with_one_line(stored: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (stored / "minilm-ci.json").write_text("{broken")
+    for args, needle in (([MINILM, "--baseline", "minilm-ci", "--dir", str(stored)], "not valid JSON"),
+                         ([MINILM, "--baseline", "missing", "--dir", str(stored)], "no baseline 'missing'"),
+                         ([str(tmp_path), "--baseline", "minilm-ci", "--dir", str(stored)], "has no adapter_config")):
+        if needle == "has no adapter_config":
+            shutil.copy(REPO / "results" / "baselines" / "minilm-ci.json", stored / "minilm-ci.json")
+        code, _, err = _gate(args, capsys)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_light_sets_pooled_by_the_baseline_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from linq_eval.cli import main
+
+    code = main(["baseline", "save", "x", "-m", MINILM, "--light", "ADIRetrieval", "--dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "pooled with sentence-transformers/all-MiniLM-L6-v2" in err
+    assert not (tmp_path / "x.json").exists()
