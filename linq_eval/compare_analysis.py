@@ -101,9 +101,37 @@ def analyse(spec: Any, results: list[dict[str, Any]]) -> dict[str, Any]:  # noqa
                          if a and a["status"] == "ok" else None)
                 rows.append({"system": system, "task": task, "bits": bits,
                              **task_row(read_per_query(r["per_query"][task]), ref_scores, spec.margin, noise)})
+    per_query = {key: {t: read_per_query(r["per_query"][t]) for t in spec.tasks} for key, r in main.items()
+                 if r["status"] == "ok"}
     return {"margin": spec.margin, "reference_bits": ref_bits, "bits": spec.bits, "tasks": spec.tasks,
             "systems": [s.label for s in spec.systems], "rule": RULE, "pooled_warnings": spec.pooled_warnings,
-            "rows": rows, "precisions": precisions, "rankings": rankings(rows, spec)}
+            "rows": rows, "precisions": precisions, "rankings": rankings(rows, spec),
+            "gate_verdicts": gate_verdicts(per_query, [s.label for s in spec.systems], spec.bits, spec.margin)}
+
+
+def gate_verdicts(per_query: dict[tuple[str, int], dict[str, dict[str, float]]], systems: list[str], bits: list[int],
+                  delta: float) -> list[dict[str, Any]]:
+    """``linq-eval gate``'s verdict on each system against the first (the baseline), at every precision.
+
+    The conclusion a cheaper precision must preserve (statistics.md): a checkpoint that passes, fails or cannot
+    be decided at the reference precision should get the same verdict at the cheaper one.
+    """
+    from linq_eval.gate_rule import GateRule, decide
+
+    out = []
+    for system in systems[1:]:
+        verdicts: dict[int, str | None] = {}
+        for b in bits:
+            cand, base = per_query.get((system, b)), per_query.get((systems[0], b))
+            if cand is None or base is None:
+                verdicts[b] = None  # a precision that failed or could not run
+                continue
+            pairs = {t: paired(cand[t], base[t]) for t in base}
+            verdicts[b] = decide(pairs, GateRule(delta=delta)).verdict
+        known = [v for v in verdicts.values() if v is not None]
+        out.append({"system": system, "baseline": systems[0], "delta": delta, "verdicts": verdicts,
+                    "preserved": len(set(known)) == 1 if len(known) == len(bits) else None})
+    return out
 
 
 def rankings(rows: list[dict[str, Any]], spec: Any) -> list[dict[str, Any]]:  # noqa: ANN401

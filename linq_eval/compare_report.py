@@ -59,6 +59,14 @@ def print_report(report: dict[str, Any]) -> None:
         taus = ", ".join(f"{t} {v:+.2f}" for t, v in r["per_task"].items())
         out.print(f"Kendall tau of the systems' order, {r['bits']} vs {ref} bits: average "
                   f"{r['average']:+.2f}; per task: {taus}")
+    for g in report.get("gate_verdicts", []):
+        out.print(_gate_line(g))
+
+
+def _gate_line(g: dict[str, Any]) -> str:
+    verdicts = ", ".join(f"{b} bits {v or 'not run'}" for b, v in g["verdicts"].items())
+    kept = {True: "preserved", False: "NOT preserved", None: "not comparable"}[g["preserved"]]
+    return f"gate verdict of {g['system']} vs {g['baseline']} (delta {g['delta']:g}): {verdicts}: {kept}"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -73,6 +81,7 @@ def markdown(report: dict[str, Any]) -> str:
                      f"| {r['difference']:+.4f} | {_ci(r['ci90'])} | {r['p_value']:.3f} | {noise} | {_verdict(r)} |")
     failed = [p for p in report["precisions"] if p["status"] != "ok"]
     lines += ["", *[f"- {p['system']} at {p['bits']} bits: {p['status']} ({p['reason']})" for p in failed]]
+    lines += [f"- {_gate_line(g)}" for g in report.get("gate_verdicts", [])]
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from linq_eval.compare_analysis import noise_floor, paired, rankings, similarity, task_row
+from linq_eval.compare_analysis import gate_verdicts, noise_floor, paired, rankings, similarity, task_row
 from linq_eval.errors import LinqEvalError
 from tests.conftest import run_cli
 
@@ -79,6 +79,22 @@ def test_rankings_tau_per_task_and_on_average() -> None:
     (r,) = rankings(rows, Spec)
     assert r["per_task"] == {"T1": pytest.approx(1.0), "T2": pytest.approx(-1.0)}
     assert r["average"] == pytest.approx(1.0)  # means 0.425 > 0.4 > 0.375 at 4 bits: T2's swap is smaller
+
+
+def test_gate_verdicts_at_each_precision_are_compared() -> None:
+    """A checkpoint the gate passes at 16 bits but cannot decide at 4 is a conclusion 4-bit did not preserve."""
+    rng = np.random.default_rng(0)
+    base = {f"q{i}": float(v) for i, v in enumerate(rng.uniform(0.2, 0.8, 400))}
+    same = dict(base)
+    noisy = {q: v + float(rng.normal(-0.01, 0.1)) for q, v in base.items()}  # 4-bit: a noisier, lower checkpoint
+    per_query = {("base", 16): {"T": base}, ("ckpt", 16): {"T": same},
+                 ("base", 4): {"T": base}, ("ckpt", 4): {"T": noisy}}
+    [g] = gate_verdicts(per_query, ["base", "ckpt"], [16, 4], 0.01)
+    assert g["verdicts"] == {16: "PASS", 4: "CANNOT DECIDE"} and g["preserved"] is False
+    per_query[("ckpt", 4)] = {"T": same}
+    assert gate_verdicts(per_query, ["base", "ckpt"], [16, 4], 0.01)[0]["preserved"] is True
+    del per_query[("ckpt", 4)]
+    assert gate_verdicts(per_query, ["base", "ckpt"], [16, 4], 0.01)[0]["preserved"] is None
 
 
 def test_nan_embeddings_are_a_failure_not_a_score(minilm_dir: Path) -> None:
