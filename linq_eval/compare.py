@@ -23,7 +23,8 @@ from linq_eval.errors import LinqEvalError
 logger = logging.getLogger(__name__)
 
 AA_BATCH = {"batch_size": 7, "max_tokens_per_batch": 512}  # the A/A rerun: other batch sizes, same everything else
-SAMPLE_QUERIES, SAMPLE_DOCUMENTS = 64, 256  # texts embedded at every precision for similarity fidelity
+SAMPLE_QUERIES, SAMPLE_DOCUMENTS = 64, 256
+PER_QUERY_ONLY = ("{what} needs per-query scores, which linq-eval keeps for retrieval tasks; give retrieval tasks")  # texts embedded at every precision for similarity fidelity
 
 
 @dataclass(frozen=True)
@@ -99,24 +100,17 @@ def check(spec: CompareSpec) -> CompareSpec:
         raise LinqEvalError(f"--margin {spec.margin}: give the equivalence margin on the score scale, e.g. 0.01")
     if not spec.tasks:
         raise LinqEvalError("no tasks: give --tasks TASK ... or --light")
-    import mteb
-
     from linq_eval.light_manifest import load_manifest, manifest_path, require_pool_independence
     from linq_eval.light_systems import System, canonical_name
     from linq_eval.model import check_adapter, default_model
+    from linq_eval.runner import get_task
 
     for system in spec.systems:
         check_model_ref(system.model)
         if system.adapter:
             check_adapter(system.adapter)
     for name in spec.tasks:
-        try:
-            task = mteb.get_task(name)
-        except KeyError:
-            raise LinqEvalError(f"unknown task {name!r}: see `mteb available_tasks` or `linq-eval light list`") from None
-        if task.metadata.type != "Retrieval":
-            raise LinqEvalError(f"{name} is a {task.metadata.type} task: compare needs per-query scores, which "
-                                "linq-eval keeps for retrieval tasks; give retrieval tasks")
+        get_task(name, task_type="Retrieval", purpose=PER_QUERY_ONLY.format(what="compare"))
     manifests = [load_manifest(manifest_path(t)) for t in spec.tasks if t.endswith("-light")]
     canonical = {s.label: canonical_name(System(s.label, s.model or default_model())) for s in spec.systems
                  if not s.adapter}  # a checkpoint (base + adapter) did not pool
@@ -128,12 +122,12 @@ def check(spec: CompareSpec) -> CompareSpec:
 
 def sample_texts(task_name: str, seed: int = 0) -> dict[str, list[str]]:
     """A fixed, seeded sample of one task's queries and documents, embedded at every precision."""
-    import mteb
     import numpy as np
 
     from linq_eval.light_systems import task_data
+    from linq_eval.runner import get_task
 
-    task = mteb.get_task(task_name)
+    task = get_task(task_name)
     data = task_data(task, task.metadata.eval_splits[0])
     rng = np.random.default_rng(seed)
     docs = data.doc_text()

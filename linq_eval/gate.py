@@ -57,6 +57,7 @@ class Prepared:
 
 def prepare(tasks: list[str], instructions: str | None) -> Prepared:
     """Check tasks (retrieval, known, data present) and read what pins them; loads data, no model."""
+    from linq_eval.compare import PER_QUERY_ONLY
     from linq_eval.instructions import load_instructions
     from linq_eval.light_manifest import load_manifest, manifest_path
     from linq_eval.light_tasks import is_light
@@ -65,11 +66,8 @@ def prepare(tasks: list[str], instructions: str | None) -> Prepared:
     if not tasks:
         raise LinqEvalError("no tasks: give --tasks TASK ... or --light")
     table = load_instructions(instructions)
-    loaded = check_tasks(list(dict.fromkeys(tasks)))
-    for task in loaded:
-        if task.metadata.type != "Retrieval":
-            raise LinqEvalError(f"{task.metadata.name} is a {task.metadata.type} task: the gate decides on per-query "
-                                "scores, which linq-eval keeps for retrieval tasks; give retrieval tasks")
+    loaded = check_tasks(list(dict.fromkeys(tasks)), task_type="Retrieval",
+                         purpose=PER_QUERY_ONLY.format(what="the gate"))
     manifests = {t.metadata.name: load_manifest(manifest_path(t.metadata.name)).checksum for t in loaded
                  if is_light(t.metadata.name)}
     data = {t.metadata.name: (getattr(t, "local_source", None) or {}).get("sha256") for t in loaded}

