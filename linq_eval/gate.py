@@ -86,7 +86,7 @@ def check_pool_independence(tasks: list[str], models: dict[str, str | None]) -> 
     manifests = [load_manifest(manifest_path(t)) for t in tasks if is_light(t)]
     if manifests:
         canonical = {label: canonical_name(System(label, ref or default_model())) for label, ref in models.items()}
-        require_pool_independence(manifests, canonical)
+        require_pool_independence(manifests, canonical, override=None)
 
 
 def _cache_folder(root: str | Path, sha256: str, settings: EvalSettings) -> Path:
@@ -134,7 +134,7 @@ def evaluate(model: str | None, adapter: str | None, settings: EvalSettings, tas
         if progress:
             progress(task, "stored" if stored else "running")
         if not stored:
-            run(spec, [task], cache_folder, batch_size=settings.batch_size, encoder=encoder)
+            run(spec, [task], cache_folder, batch_size=settings.batch_size, encoder=encoder, show_progress=False)
         if not pq.is_file():
             raise LinqEvalError(f"{task}: mteb wrote no per-query scores at {pq}: rerun with --overwrite-cache")
         scores[task], data[task] = _task_scores(result_path, pq)

@@ -143,16 +143,18 @@ def pool_conflicts(manifest: LightManifest, canonical_names: list[str]) -> list[
 
 
 def require_pool_independence(manifests: list[LightManifest], models: dict[str, str], *,
-                              allow_pooled: bool = False) -> list[str]:
+                              allow_pooled: bool = False, override: str | None = "--allow-pooled") -> list[str]:
     """Refuse a comparison on light sets pooled by one of the compared models (statistics.md).
 
     ``models`` maps a label (e.g. "baseline") to the model's canonical name. A pooled model keeps its full-corpus
     score while every other system gains, so the comparison is biased against it. With ``allow_pooled`` the
-    conflicts are returned as warnings instead. ``compare`` and ``gate`` call this before anything loads.
+    conflicts are returned as warnings instead (``override`` names the option; the gate has none: a biased gate
+    passes regressions). ``compare`` and ``gate`` call this before anything loads.
     """
     conflicts = [f"{m.name} was pooled with {name} ({label})" for m in manifests
                  for label, name in models.items() if name in m.pooled_canonicals()]
     if conflicts and not allow_pooled:
+        fix = f"pass {override} to compare anyway (biased)" if override else "use the full task"
         raise LinqEvalError(f"{conflicts[0]}: a light set favours models that did not pool it; rebuild it with "
-                            "other --retrievers, or pass --allow-pooled to compare anyway (biased)")
+                            f"other --retrievers, or {fix}")
     return conflicts

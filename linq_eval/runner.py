@@ -157,7 +157,8 @@ def check_stored_results(encoder: LinqEncoder, tasks: list[AbsTask], cache_folde
 
 
 def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overwrite: bool = False,
-        batch_size: int = 32, encoder: LinqEncoder | None = None) -> Any:  # noqa: ANN401 -- mteb's ModelResult
+        batch_size: int = 32, encoder: LinqEncoder | None = None,
+        show_progress: bool = True) -> Any:  # noqa: ANN401 -- mteb's ModelResult
     """Evaluate ``spec`` on the tasks (with ``encoder`` when already loaded from it); returns mteb's ``ModelResult``."""
     import mteb
 
@@ -179,7 +180,8 @@ def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overw
     meta = encoder.mteb_model_meta
     predictions = sibling_path(cache.cache_path, cache.get_task_result_path("_", meta), "predictions").parent
     results = mteb.evaluate(encoder, tasks, cache=cache, overwrite_strategy="always" if overwrite else "only-missing",
-                            encode_kwargs={"batch_size": batch_size}, prediction_folder=predictions)
+                            encode_kwargs={"batch_size": batch_size}, prediction_folder=predictions,
+                            show_progress_bar=show_progress)
     _write_per_query(tasks, cache, meta, predictions)
     return results
 

@@ -318,3 +318,20 @@ def test_light_sets_pooled_by_the_baseline_are_refused(tmp_path: Path, capsys: p
     err = capsys.readouterr().err
     assert code == 2 and "pooled with sentence-transformers/all-MiniLM-L6-v2" in err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_gate_on_light_sets_refuses_a_checkpoint_that_pooled_them(stored: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A baseline of another model on ADIRetrieval-light; the checkpoint is all-MiniLM-L6-v2, which pooled it."""
+    from linq_eval.baseline import load_baseline, write_baseline
+    from linq_eval.light_manifest import load_manifest, manifest_path
+
+    b = load_baseline("minilm-ci", stored)
+    manifest = load_manifest(manifest_path("ADIRetrieval-light"))
+    prov = b.provenance.model_copy(update={"model": "pypi:all-mpnet-base-v2", "light_manifests":
+                                           {"ADIRetrieval-light": manifest.checksum}})
+    write_baseline(b.model_copy(update={"name": "mpnet-light", "provenance": prov,
+                                        "tasks": {"ADIRetrieval-light": b.tasks["ADIRetrieval"]}}), stored)
+    code, _, err = _gate([MINILM, "--baseline", "mpnet-light", "--dir", str(stored)], capsys)
+    assert code == 2 and "ADIRetrieval-light was pooled with sentence-transformers/all-MiniLM-L6-v2 (checkpoint)" in err
+    assert "use the full task" in err and "--allow-pooled" not in err
