@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats as _stats
 
-from linq_eval.stats import bootstrap_ci, holm, mde, permutation_pvalue, stratified_macro_ci
+from linq_eval.stats import bootstrap_ci, holm, mde, pairwise_permutation_pvalues, stratified_macro_ci
 
 GateVerdict = Literal["PASS", "FAIL", "CANNOT DECIDE"]
 EXIT_CODES: dict[str, int] = {"PASS": 0, "FAIL": 1, "CANNOT DECIDE": 2}
@@ -131,7 +131,10 @@ def decide(pairs: Mapping[str, tuple[Sequence[float], Sequence[float]]], rule: G
 
     conf = 1 - rule.alpha
     diffs = [c - b for c, b in clean.values()]
-    pvals = [permutation_pvalue(c, b, n_resamples=rule.n_resamples, seed=rule.seed) for c, b in clean.values()]
+    # the sign-flip test of stats.permutation_pvalue, vectorised (one matrix product): scipy's permutation_test is
+    # 15x slower at thousands of queries, which the calibration simulates thousands of times
+    pvals = [float(pairwise_permutation_pvalues(np.vstack([c, b]), n_resamples=rule.n_resamples, seed=rule.seed)[0, 1])
+             for c, b in clean.values()]
     adjusted = holm(pvals)
     checks = []
     for (task, (c, b)), d, p, p_adj in zip(clean.items(), diffs, pvals, adjusted, strict=True):
