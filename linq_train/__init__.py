@@ -1,4 +1,4 @@
-"""linq-train: data refinement (``linq-train refine``) and, later, LoRA contrastive fine-tuning (issue 7).
+"""linq-train: data refinement (``linq-train refine``) and LoRA contrastive fine-tuning (``linq-train fit``).
 
 Every model loads through linq_eval (``runner.load_encoder`` / ``model.build_model``), so pooling, EOS,
 padding and instructions live in one place. Public names load lazily: importing this package imports no
@@ -11,11 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from linq_train.config import RefineConfig, load_config
+    from linq_train.fit import FitResult, StageResult
+    from linq_train.fit_config import FitConfig, load_fit_config
     from linq_train.refine import RefineResult, refine
 
-__all__ = ["RefineConfig", "RefineResult", "load_config", "refine"]
+__all__ = ["FitConfig", "FitResult", "RefineConfig", "RefineResult", "StageResult", "load_config", "load_fit_config",
+           "refine"]
 
-_WHERE = {"RefineConfig": "config", "load_config": "config", "RefineResult": "refine", "refine": "refine"}
+# ``fit`` itself is not re-exported: ``linq_train.fit`` is its module (``from linq_train.fit import fit``)
+_WHERE = {"RefineConfig": "config", "load_config": "config", "RefineResult": "refine", "refine": "refine",
+          "FitConfig": "fit_config", "load_fit_config": "fit_config", "FitResult": "fit", "StageResult": "fit"}
 
 
 def __getattr__(name: str) -> Any:  # noqa: ANN401 -- module __getattr__ contract

@@ -1,4 +1,4 @@
-"""linq-train: refine training data for Linq-Embed-Mistral-style fine-tuning (thin commands over the library).
+"""linq-train: refine training data and LoRA-fine-tune Linq-Embed-Mistral-style embedders (thin commands).
 
 Heavy imports happen inside the handlers, so ``--help`` and bad-config errors are instant; bad input is one
 line on stderr and exit code 2, as in ``linq-eval``.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,11 +23,21 @@ def _add_refine_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_refine)
 
 
+def _add_fit_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="LoRA contrastive training in stages from a YAML/TOML config, validating every "
+                                   "checkpoint (resumes from the last checkpoint; finished stages are skipped)")
+    p.add_argument("config", help="training config (.yaml, .yml or .toml); see configs/fit_minilm.yaml")
+    p.add_argument("--force", action="store_true", help="retrain every stage from scratch (deletes its checkpoints)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or per-step loss lines")
+    p.set_defaults(func=_fit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linq-train", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log each stage as it runs")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_refine_parser(sub)
+    _add_fit_parser(sub)
     return parser
 
 
@@ -55,6 +66,34 @@ def _refine(args: argparse.Namespace) -> int:
     print("examples per task: " + ", ".join(f"{t} {c['examples']}" for t, c in per_task.items()))
     print(f"dataset: {result.dataset_dir}\nreport: {result.report_dir / 'report.json'}")
     return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from linq_train.fit_config import load_fit_config
+
+    cfg = load_fit_config(args.config)  # a bad config fails here, before any data or model loads
+    from rich.console import Console
+    from rich.table import Table
+
+    from linq_train.fit import fit
+
+    console = Console()
+    result = fit(cfg, force=args.force, report=console.print, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")):  # accelerate launch / torchrun: the main process reports
+        return 0 if result.finished else 1
+    table = Table(title=f"training '{cfg.name}'")
+    for column in ("stage", "steps", "first loss", "last loss", "validation (last checkpoint)", "seconds", "adapter"):
+        table.add_column(column, justify="left" if column in {"stage", "validation (last checkpoint)", "adapter"}
+                         else "right", overflow="fold")
+    for stage in result.stages:
+        losses = [e["loss"] for e in stage.losses]
+        last = stage.validation[-1]["scores"] if stage.validation else {}
+        table.add_row(stage.name + (" (skipped)" if stage.skipped else ""), f"{stage.global_step}/{stage.max_steps}",
+                      f"{losses[0]:.4f}" if losses else "-", f"{losses[-1]:.4f}" if losses else "-",
+                      ", ".join(f"{t} {s:.4f}" for t, s in last.items()) or "-", f"{stage.seconds:.0f}",
+                      stage.adapter or "(unfinished: rerun to resume)")
+    console.print(table)
+    return 0 if result.finished else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -218,19 +218,34 @@ def _first_error(exc: ValidationError) -> str:
     return f"key '{key}': {message}" if error["loc"] else message
 
 
-def load_config(path: str | Path) -> RefineConfig:
-    """Read and validate a YAML or TOML config.
+def read_config(path: str | Path, schema: type[BaseModel], what: str, keys: str) -> Any:  # noqa: ANN401 -- schema
+    """Read a YAML or TOML file and validate it against ``schema`` (any closed pydantic config of linq-train).
+
+    Args:
+        path: the file.
+        schema: the pydantic class to validate with.
+        what: the kind of config, for messages (``"refinement"``, ``"training"``).
+        keys: a few top-level keys, for the message when the file is not a mapping.
 
     Raises:
         LinqEvalError: missing file, bad syntax, unknown or missing key, bad value (one line).
     """
     path = Path(path)
     if not path.is_file():
-        raise LinqEvalError(f"config {path} does not exist: give a .yaml or .toml refinement config")
+        raise LinqEvalError(f"config {path} does not exist: give a .yaml or .toml {what} config")
     raw = _parse(path)
     if not isinstance(raw, dict):
-        raise LinqEvalError(f"{path}: expected a mapping of keys (name, sources, teacher, ...) at the top level")
+        raise LinqEvalError(f"{path}: expected a mapping of keys ({keys}, ...) at the top level")
     try:
-        return RefineConfig.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         raise LinqEvalError(f"{path}: {_first_error(exc)}") from None
+
+
+def load_config(path: str | Path) -> RefineConfig:
+    """Read and validate a YAML or TOML refinement config.
+
+    Raises:
+        LinqEvalError: missing file, bad syntax, unknown or missing key, bad value (one line).
+    """
+    return read_config(path, RefineConfig, "refinement", "name, sources, teacher")
