@@ -100,9 +100,8 @@ def check(spec: CompareSpec) -> CompareSpec:
         raise LinqEvalError(f"--margin {spec.margin}: give the equivalence margin on the score scale, e.g. 0.01")
     if not spec.tasks:
         raise LinqEvalError("no tasks: give --tasks TASK ... or --light")
-    from linq_eval.light_manifest import load_manifest, manifest_path, require_pool_independence
-    from linq_eval.light_systems import System, canonical_name
-    from linq_eval.model import check_adapter, default_model
+    from linq_eval.light_manifest import check_pool_independence
+    from linq_eval.model import check_adapter
     from linq_eval.runner import get_task
 
     for system in spec.systems:
@@ -111,10 +110,8 @@ def check(spec: CompareSpec) -> CompareSpec:
             check_adapter(system.adapter)
     for name in spec.tasks:
         get_task(name, task_type="Retrieval", purpose=PER_QUERY_ONLY.format(what="compare"))
-    manifests = [load_manifest(manifest_path(t)) for t in spec.tasks if t.endswith("-light")]
-    canonical = {s.label: canonical_name(System(s.label, s.model or default_model())) for s in spec.systems
-                 if not s.adapter}  # a checkpoint (base + adapter) did not pool
-    warnings = require_pool_independence(manifests, canonical, allow_pooled=spec.allow_pooled)
+    models = {s.label: s.model for s in spec.systems if not s.adapter}  # a checkpoint (base + adapter) did not pool
+    warnings = check_pool_independence(spec.tasks, models, allow_pooled=spec.allow_pooled)
     for w in warnings:
         logger.warning("%s: the comparison is biased (--allow-pooled)", w)
     return CompareSpec(**{**asdict(spec), "systems": spec.systems, "bits": bits, "pooled_warnings": warnings})

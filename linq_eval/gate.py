@@ -76,19 +76,6 @@ def prepare(tasks: list[str], instructions: str | None) -> Prepared:
     return Prepared([t.metadata.name for t in loaded], manifests, data, table.checksum())
 
 
-def check_pool_independence(tasks: list[str], models: dict[str, str | None]) -> None:
-    """Refuse light sets pooled by the baseline's or the checkpoint's model (statistics.md; no override)."""
-    from linq_eval.light_manifest import load_manifest, manifest_path, require_pool_independence
-    from linq_eval.light_systems import System, canonical_name
-    from linq_eval.light_tasks import is_light
-    from linq_eval.model import default_model
-
-    manifests = [load_manifest(manifest_path(t)) for t in tasks if is_light(t)]
-    if manifests:
-        canonical = {label: canonical_name(System(label, ref or default_model())) for label, ref in models.items()}
-        require_pool_independence(manifests, canonical, override=None)
-
-
 def _cache_folder(root: str | Path, sha256: str, settings: EvalSettings) -> Path:
     """One folder per (weights, settings): mteb's experiment names do not record every setting (instructions on/off)."""
     key = hashlib.sha256(f"{sha256}|{sorted(asdict(settings).items())}".encode()).hexdigest()
@@ -177,6 +164,7 @@ def save_baseline(name: str, model: str | None, adapter: str | None, settings: E
     from linq_eval.baseline import Baseline, baseline_path, write_baseline
     from linq_eval.checkpoint import content_sha256, reference_sha256
     from linq_eval.compare import check_model_ref
+    from linq_eval.light_manifest import check_pool_independence
     from linq_eval.model import check_adapter
     from linq_eval.precision import check_bits
 
@@ -185,7 +173,7 @@ def save_baseline(name: str, model: str | None, adapter: str | None, settings: E
     check_model_ref(model)
     adapter_sha = content_sha256(check_adapter(adapter)) if adapter else None
     prepared = prepare(tasks, settings.instructions)
-    check_pool_independence(prepared.tasks, {} if adapter else {"baseline": model})
+    check_pool_independence(prepared.tasks, {} if adapter else {"baseline": model}, override=None)
     settings = _resolve_dtype(settings)
     from linq_eval.model import default_model
 
@@ -264,6 +252,7 @@ def gate_checkpoint(checkpoint: str, baseline: str, *, delta: float = 0.01, alph
     from linq_eval.checkpoint import reference_sha256, resolve_checkpoint
     from linq_eval.encoder import NonFiniteEmbeddings
     from linq_eval.gate_rule import GateDecision, GateRule, decide
+    from linq_eval.light_manifest import check_pool_independence
     from linq_eval.model import default_model
 
     t0 = time.perf_counter()
@@ -279,7 +268,7 @@ def gate_checkpoint(checkpoint: str, baseline: str, *, delta: float = 0.01, alph
                             batch_size=bp.batch_size, use_instructions=bp.use_instructions)
     prepared = prepare(list(base.tasks), settings.instructions)
     check_pool_independence(prepared.tasks, {**({} if bp.adapter else {"baseline": bp.model}),
-                                             **({} if ck.adapter else {"checkpoint": ck.model})})
+                                             **({} if ck.adapter else {"checkpoint": ck.model})}, override=None)
     expected = bp.model_copy(update={"instructions_sha256": prepared.instructions_sha256,
                                      "light_manifests": prepared.light_manifests, "data_sha256": prepared.data_sha256,
                                      "packages": package_versions()})

@@ -158,3 +158,20 @@ def require_pool_independence(manifests: list[LightManifest], models: dict[str, 
         raise LinqEvalError(f"{conflicts[0]}: a light set favours models that did not pool it; rebuild it with "
                             f"other --retrievers, or {fix}")
     return conflicts
+
+
+def check_pool_independence(tasks: list[str], models: dict[str, str | None], *, allow_pooled: bool = False,
+                            override: str | None = "--allow-pooled") -> list[str]:
+    """:func:`require_pool_independence` for task names and model references (``compare`` and ``gate``).
+
+    ``models`` maps a label to a model reference (None: Linq-Embed-Mistral); only the light sets among ``tasks``
+    are checked, against each model's canonical name.
+    """
+    from linq_eval.light_systems import System, canonical_name
+    from linq_eval.model import default_model
+
+    manifests = [load_manifest(manifest_path(t)) for t in tasks if t.endswith(LIGHT_SUFFIX)]
+    if not manifests:
+        return []
+    canonical = {label: canonical_name(System(label, ref or default_model())) for label, ref in models.items()}
+    return require_pool_independence(manifests, canonical, allow_pooled=allow_pooled, override=override)
