@@ -1,27 +1,30 @@
 """One-shot import hook that registers linq-eval's models and tasks in mteb once mteb is imported.
 
-A ``.pth`` file installed beside the package runs :func:`install` at interpreter start-up, so mteb's own
-``mteb run -m linq`` sees our entries. It is a top-level module, not part of ``linq_eval``, so that start-up
-does not even import our package. Start-up must stay free: this module imports neither torch nor mteb,
-and nothing here may ever raise into the host process (a failure becomes a warning).
+The ``.pth`` file installed beside the package puts a tiny finder of its own on ``sys.meta_path`` at
+interpreter start-up; only when something imports mteb does that finder import this module and call
+:func:`find_spec`, so mteb's own ``mteb run -m linq`` sees our entries while every other Python process
+imports nothing of ours (start-up touches only ``sys`` and ``os``, both loaded before any ``.pth`` runs).
+It is a top-level module, not part of ``linq_eval``, so that even then our package loads only with mteb. No ``importlib.abc`` base classes: that module alone pulls in
+``importlib.resources``, ``pathlib`` and ``tempfile`` (about 60 modules and 20+ ms per interpreter); the
+import system only needs ``find_spec`` / ``create_module`` / ``exec_module``. Nothing here may ever raise into
+the host process (a failure becomes a warning).
 Set ``LINQ_EVAL_NO_HOOK=1`` to disable the start-up hook; ``import linq_eval``, ``linq-mteb`` and
 ``linq_eval.register()`` still register then.
 """
 
-from __future__ import annotations
-
-import importlib.abc
-import importlib.machinery
 import os
 import sys
-import warnings
-from types import ModuleType
 
 _TARGET = "mteb"
 _DISABLE_ENV = "LINQ_EVAL_NO_HOOK"
 
-
 _state = {"registered": False, "running": False}
+
+
+def _warn(message: str) -> None:
+    import warnings  # only on the failure path
+
+    warnings.warn(message, stacklevel=3)
 
 
 def _register_quietly() -> None:
@@ -34,21 +37,21 @@ def _register_quietly() -> None:
         register()
         _state["registered"] = True
     except Exception as exc:  # noqa: BLE001 -- the hook must never break the host process
-        warnings.warn(f"linq-eval: could not register its models in mteb: {exc!r}", stacklevel=2)
+        _warn(f"linq-eval: could not register its models in mteb: {exc!r}")
     finally:
         _state["running"] = False
 
 
-class _RegisteringLoader(importlib.abc.Loader):
-    """Wraps mteb's own loader: runs it, then registers our entries once."""
+class _RegisteringLoader:
+    """Wraps mteb's own loader: runs it, then registers our entries once (importlib's Loader protocol)."""
 
-    def __init__(self, wrapped: importlib.abc.Loader) -> None:
+    def __init__(self, wrapped):  # noqa: ANN001,ANN204 -- importlib contract
         self._wrapped = wrapped
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+    def create_module(self, spec):  # noqa: ANN001,ANN201 -- importlib contract
         return self._wrapped.create_module(spec)
 
-    def exec_module(self, module: ModuleType) -> None:
+    def exec_module(self, module):  # noqa: ANN001,ANN201 -- importlib contract
         self._wrapped.exec_module(module)  # mteb's own errors propagate unchanged
         # Restore mteb's loader so the spec looks untouched to anyone inspecting it later.
         module.__spec__.loader = self._wrapped
@@ -56,36 +59,43 @@ class _RegisteringLoader(importlib.abc.Loader):
         _register_quietly()
 
 
-class _MtebFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: it asks the other finders for mteb's spec and wraps its loader."""
+def find_spec(fullname, path=None, target=None):  # noqa: ANN001,ANN201 -- importlib's MetaPathFinder contract
+    """mteb's spec, its loader wrapped to register once mteb has run; None for any other module."""
+    if fullname != _TARGET:
+        return None
+    _uninstall_finder()  # one-shot; also prevents recursion below
+    try:
+        spec = None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(fullname, path, target) if find else None
+            if spec is not None:
+                break
+        if spec is not None and spec.loader is not None:
+            spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+    except Exception as exc:  # noqa: BLE001 -- fall back to the normal import machinery
+        _warn(f"linq-eval: mteb import hook failed: {exc!r}")
+        return None
+
+
+class _MtebFinder:
+    """The finder ``import linq_eval`` installs (the ``.pth`` line defines its own twin, so that start-up does
+    not import this module): it finds nothing itself and hands mteb's import to :func:`find_spec`."""
+
+    linq_eval_hook = True  # the mark both finders carry
 
     def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001,ANN201 -- importlib contract
-        if fullname != _TARGET:
-            return None
-        _uninstall_finder()  # one-shot; also prevents recursion below
-        try:
-            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-            if spec is None or spec.loader is None:
-                for finder in sys.meta_path:
-                    find = getattr(finder, "find_spec", None)
-                    spec = find(fullname, path, target) if find else None
-                    if spec is not None:
-                        break
-            if spec is not None and spec.loader is not None:
-                spec.loader = _RegisteringLoader(spec.loader)
-            return spec
-        except Exception as exc:  # noqa: BLE001 -- fall back to the normal import machinery
-            warnings.warn(f"linq-eval: mteb import hook failed: {exc!r}", stacklevel=2)
-            return None
+        return find_spec(fullname, path, target)
 
 
 def _uninstall_finder() -> None:
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _MtebFinder)]
+    sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "linq_eval_hook", False)]
 
 
 def is_installed() -> bool:
     """Whether the finder is waiting for mteb to be imported."""
-    return any(isinstance(f, _MtebFinder) for f in sys.meta_path)
+    return any(getattr(f, "linq_eval_hook", False) for f in sys.meta_path)
 
 
 def install(respect_env: bool = True) -> None:
@@ -102,4 +112,4 @@ def install(respect_env: bool = True) -> None:
         elif not is_installed():
             sys.meta_path.insert(0, _MtebFinder())
     except Exception as exc:  # noqa: BLE001 -- never break interpreter start-up
-        warnings.warn(f"linq-eval: hook not installed: {exc!r}", stacklevel=2)
+        _warn(f"linq-eval: hook not installed: {exc!r}")

@@ -8,22 +8,29 @@ of exactly 0 (A/A: the same quality) or shifted to -2 x delta (a known regressio
 (``gate_rule.decide``) then decides. Reported per light set and pair:
 
 - false-fail rate on A/A (target <= 5%) and power = P(FAIL) at a true drop of 2 x delta (target >= 80%);
-- how often a true 2 x delta regression PASSES (the quiet pass a significance gate makes; should be ~0);
+- how often a true 2 x delta regression PASSES (target <= 2.5%, the nominal one-sided error of the 95%
+  interval's lower end; the quiet pass a significance gate makes);
 - the queries that reach 80% power (the MDE formula solved for n at effect delta, which the rule needs for
-  its CI to clear -delta), checked by simulating at that size;
+  its CI to clear -delta), checked by simulating at that size (first interval method only: thousands of queries);
 - plus the gate on real A/A reruns (same checkpoint, batch 7 vs 32), from ``results/compare``.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gate_calibration.py [--sims 400 --sims-needed 100 --delta 0.01]
+Each interval method given (``--methods``, default the gate's BCa) decides the very same simulated gates, so
+their rates differ by the method alone. The run ends with the two targets checked per method at every shipped
+light-set size (exit status 1 when the first method misses one).
 
-Writes ``results/gate/calibration.json`` and prints the README table. The bootstrap and permutation tests use
-1,000 resamples per simulated gate (the gate itself uses 10,000); 400 gates per rate at the light sets' sizes
-(+/- 2 points) and 100 at the sizes needed (+/- 4 points): enough to check the targets, not to polish them.
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gate_calibration.py [--sims 400 --sims-needed 100 --delta 0.01]
+        [--methods bca percentile studentized] [--only ADIRetrieval-light ...]
+
+Writes ``results/gate/calibration.json`` (``--out``) and prints the README table. The bootstrap and permutation
+tests use 1,000 resamples per simulated gate (the gate itself uses 10,000); 400 gates per rate at the light sets'
+sizes (+/- 2 points; +/- 0.8 at a rate of 2.5%) and 100 at the sizes needed (+/- 4 points): enough to check the
+targets, not to polish them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,10 +40,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = {"near": ("minilm", "minilm-64tok"), "far": ("minilm", "bm25")}
 HELD_OUT = ("ADIRetrieval-light", "MedlineRetrieval-light", "CISIRetrieval-light", "LegalBenchCorporateLobbying-light")
+TARGETS = {"regression_passes": 0.025, "false_fail": 0.05}  # P(PASS | true drop 2 x delta), P(FAIL | A/A)
 
 
-def light_per_query() -> dict[str, dict[str, dict[str, float]]]:
-    """light set -> system -> query -> nDCG@10, for the systems of PAIRS, on every shipped light set."""
+def light_per_query(only: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """light set -> system -> query -> nDCG@10, for the systems of PAIRS, on every shipped light set (or ``only``)."""
     import mteb
 
     from linq_eval.light_manifest import available, load_manifest, manifest_path
@@ -45,7 +53,7 @@ def light_per_query() -> dict[str, dict[str, dict[str, float]]]:
     wanted = {name for pair in PAIRS.values() for name in pair}
     panel = tuple(s for s in PANEL if s.name in wanted)
     out = {}
-    for name in available():
+    for name in only or available():
         manifest = load_manifest(manifest_path(name))
         task = mteb.get_task(manifest.source_task)
         task.load_data()
@@ -56,28 +64,30 @@ def light_per_query() -> dict[str, dict[str, dict[str, float]]]:
 
 
 def simulate(tasks: dict[str, np.ndarray], base: dict[str, np.ndarray], shift: float, n: dict[str, int], sims: int,
-             rule: Any, seed: int) -> dict[str, float]:  # noqa: ANN401 -- a GateRule
-    """Verdict rates of ``sims`` gates: per task, n queries resampled; candidate = baseline + centred d + shift."""
+             rules: list[Any], seed: int) -> list[dict[str, float]]:
+    """Verdict rates of ``sims`` gates under each rule: per task, n queries resampled; candidate = baseline +
+    centred d + shift. Every rule decides the same resampled gates."""
     from linq_eval.gate_rule import decide
 
     rng = np.random.default_rng(seed)
-    counts = {"PASS": 0, "FAIL": 0, "CANNOT DECIDE": 0}
+    counts = [{"PASS": 0, "FAIL": 0, "CANNOT DECIDE": 0} for _ in rules]
     for _ in range(sims):
         pairs = {}
         for t, d in tasks.items():
             idx = rng.integers(0, d.size, n[t])
             centred = d - d.mean()
             pairs[t] = (base[t][idx] + centred[idx] + shift, base[t][idx])
-        counts[decide(pairs, rule).verdict] += 1
-    return {k: v / sims for k, v in counts.items()}
+        for rule, count in zip(rules, counts, strict=True):
+            count[decide(pairs, rule).verdict] += 1
+    return [{k: v / sims for k, v in count.items()} for count in counts]
 
 
 def calibrate(scores: dict[str, dict[str, dict[str, float]]], groups: dict[str, list[str]], sims: int, delta: float,
-              sims_needed: int, seed: int = 0) -> list[dict[str, Any]]:
+              sims_needed: int, methods: list[str], seed: int = 0) -> list[dict[str, Any]]:
     from linq_eval.gate_rule import GateRule
     from linq_eval.stats import queries_needed
 
-    rule = GateRule(delta=delta, n_resamples=1000, seed=seed)
+    rules = [GateRule(delta=delta, n_resamples=1000, seed=seed, method=m) for m in methods]  # type: ignore[arg-type]
     rows = []
     for group, names in groups.items():
         for pair, (a, b) in PAIRS.items():
@@ -93,25 +103,45 @@ def calibrate(scores: dict[str, dict[str, dict[str, float]]], groups: dict[str, 
             needed = queries_needed(float(se * np.sqrt(total)), delta) if se > 0 else 0
             scale = max(needed / total, 1.0)
             n_needed = {t: int(np.ceil(k * scale)) for t, k in n.items()}
-            aa = simulate(diffs, base, 0.0, n, sims, rule, seed)
-            drop = simulate(diffs, base, -2 * delta, n, sims, rule, seed + 1)
-            at_needed = simulate(diffs, base, -2 * delta, n_needed, sims_needed, rule, seed + 2)
-            aa_needed = simulate(diffs, base, 0.0, n_needed, sims_needed, rule, seed + 3)
-            rows.append({"light_sets": group, "pair": f"{a} vs {b}", "queries": total,
-                         "sd_d": float(np.mean([d.std(ddof=1) for d in diffs.values()])),
-                         "mde": float((1.96 + 0.8416) * se), "false_fail": aa["FAIL"], "aa_pass": aa["PASS"],
-                         "power_2delta": drop["FAIL"], "regression_passes": drop["PASS"],
-                         "queries_needed": int(sum(n_needed.values())), "power_at_needed": at_needed["FAIL"],
-                         "false_fail_at_needed": aa_needed["FAIL"], "aa_pass_at_needed": aa_needed["PASS"]})
-            r = rows[-1]
-            print(f"{group:40s} {pair:4s} n={total:4d} sd={r['sd_d']:.3f} false-fail {r['false_fail']:.3f} "
-                  f"power {r['power_2delta']:.3f} quiet-pass {r['regression_passes']:.3f} -> {r['queries_needed']} "
-                  f"queries: power {r['power_at_needed']:.3f}, false-fail {r['false_fail_at_needed']:.3f}", flush=True)
+            aa_all = simulate(diffs, base, 0.0, n, sims, rules, seed)
+            drop_all = simulate(diffs, base, -2 * delta, n, sims, rules, seed + 1)
+            if sims_needed:  # thousands of queries per gate: the first method only
+                [at_needed] = simulate(diffs, base, -2 * delta, n_needed, sims_needed, rules[:1], seed + 2)
+                [aa_needed] = simulate(diffs, base, 0.0, n_needed, sims_needed, rules[:1], seed + 3)
+            for i, (method, aa, drop) in enumerate(zip(methods, aa_all, drop_all, strict=True)):
+                there_rates: dict[str, Any] = {"queries_needed": int(sum(n_needed.values()))}
+                if i == 0 and sims_needed:
+                    there_rates.update(power_at_needed=at_needed["FAIL"], false_fail_at_needed=aa_needed["FAIL"],
+                                       aa_pass_at_needed=aa_needed["PASS"])
+                rows.append({"light_sets": group, "pair": f"{a} vs {b}", "method": method, "queries": total,
+                             "sd_d": float(np.mean([d.std(ddof=1) for d in diffs.values()])),
+                             "mde": float((1.96 + 0.8416) * se), "false_fail": aa["FAIL"], "aa_pass": aa["PASS"],
+                             "power_2delta": drop["FAIL"], "regression_passes": drop["PASS"], **there_rates})
+                r = rows[-1]
+                there = (f" -> {r['queries_needed']} queries: power {r['power_at_needed']:.3f}, false-fail "
+                         f"{r['false_fail_at_needed']:.3f}" if "power_at_needed" in r else "")
+                print(f"{group:40s} {pair:4s} {method:11s} n={total:4d} sd={r['sd_d']:.3f} false-fail "
+                      f"{r['false_fail']:.3f} power {r['power_2delta']:.3f} quiet-pass {r['regression_passes']:.3f}"
+                      f"{there}", flush=True)
     return rows
+
+
+def check_targets(rows: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Per method: do the targets hold at every light-set size simulated (the worst row of each)?"""
+    out = {}
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        out[method] = {}
+        for key, target in TARGETS.items():
+            worst = max(mine, key=lambda r: r[key])
+            out[method][key] = {"target": target, "worst": worst[key], "at": f"{worst['light_sets']} "
+                                f"({worst['pair']}, {worst['queries']} queries)", "holds": worst[key] <= target}
+    return out
 
 
 def real_aa(delta: float) -> list[dict[str, Any]]:
     """The gate on real A/A reruns stored by ``linq-eval compare`` (same checkpoint, batch 7 vs 32)."""
+    from linq_eval.files import read_json_file
     from linq_eval.gate_rule import GateRule, decide
     from linq_eval.per_query import read_per_query
 
@@ -121,13 +151,17 @@ def real_aa(delta: float) -> list[dict[str, Any]]:
         if not report.is_file():
             continue
         for run in sorted((folder / "runs").glob("*-aa.json")):
-            aa = json.loads(run.read_text())
-            ref = json.loads(run.with_name(run.name.replace("-aa.json", ".json")).read_text())
+            aa = read_json_file(run)
+            ref = read_json_file(run.with_name(run.name.replace("-aa.json", ".json")))
             if aa.get("status") != "ok" or ref.get("status") != "ok":
+                continue
+            files = [REPO / p for r in (aa, ref) for p in r["per_query"].values()]
+            if not all(f.is_file() for f in files):  # the caches are not in the repository: rerun compare first
+                print(f"real A/A rerun {run.name}: per-query files missing (run `linq-eval compare` again): skipped")
                 continue
             pairs = {}
             for task, path in aa["per_query"].items():
-                a, b = read_per_query(path), read_per_query(ref["per_query"][task])
+                a, b = read_per_query(REPO / path), read_per_query(REPO / ref["per_query"][task])
                 qs = sorted(b)
                 pairs[task] = ([a[q] for q in qs], [b[q] for q in qs])
             d = decide(pairs, GateRule(delta=delta))
@@ -136,35 +170,55 @@ def real_aa(delta: float) -> list[dict[str, Any]]:
     return rows
 
 
-def main() -> None:
+def main() -> int:
+    from linq_eval.files import atomic_write_json
+    from linq_eval.light_manifest import available
+    from linq_eval.stats import INTERVAL_METHODS, finite_or_none
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sims", type=int, default=400)
     parser.add_argument("--sims-needed", type=int, default=100,
-                        help="simulated gates at the queries needed (thousands of queries each: slower)")
+                        help="simulated gates at the queries needed (thousands of queries each: slower; 0 skips)")
     parser.add_argument("--delta", type=float, default=0.01)
+    parser.add_argument("--methods", nargs="+", choices=INTERVAL_METHODS, default=["bca"],
+                        help="bootstrap intervals to calibrate, on the same simulated gates (the first is checked)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="LIGHT_SET",
+                        help="these light sets only (a quick check; the held-out macro needs all four of its sets)")
     parser.add_argument("--out", default=str(REPO / "results" / "gate" / "calibration.json"))
     args = parser.parse_args()
+    unknown = sorted(set(args.only or []) - set(available()))
+    if unknown:
+        parser.error(f"--only {' '.join(unknown)}: not shipped light sets ({', '.join(available())})")
     t0 = time.perf_counter()
-    scores = light_per_query()
+    scores = light_per_query(args.only)
     groups = {name: [name] for name in sorted(scores)}
-    groups["held-out macro (" + ", ".join(n.removesuffix("Retrieval-light") for n in HELD_OUT) + ")"] = list(HELD_OUT)
-    rows = calibrate(scores, groups, args.sims, args.delta, args.sims_needed)
+    if set(HELD_OUT) <= set(scores):
+        label = "held-out macro (" + ", ".join(n.removesuffix("Retrieval-light") for n in HELD_OUT) + ")"
+        groups[label] = list(HELD_OUT)
+    rows = calibrate(scores, groups, args.sims, args.delta, args.sims_needed, args.methods)
+    targets = check_targets(rows, args.methods)
     aa = real_aa(args.delta)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"delta": args.delta, "sims": args.sims, "sims_needed": args.sims_needed, "pairs": PAIRS, "rows": rows, "real_aa": aa,
-                               "seconds": time.perf_counter() - t0}, indent=1) + "\n")
-    print("\n| light set(s) | pair | queries | false-fail (A/A) | power at 2δ | 2δ drop passed | queries for 80% "
-          "power | power / false-fail there |\n|---|---|---:|---:|---:|---:|---:|---|")
+    atomic_write_json(out, finite_or_none({"delta": args.delta, "sims": args.sims, "sims_needed": args.sims_needed,
+                                           "methods": args.methods, "pairs": PAIRS, "rows": rows, "targets": targets,
+                                           "real_aa": aa, "seconds": time.perf_counter() - t0}))
+    print("\n| light set(s) | pair | interval | queries | false-fail (A/A) | power at 2δ | 2δ drop passed | "
+          "queries for 80% power | power / false-fail there |\n|---|---|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['light_sets']} | {r['pair']} | {r['queries']} | {r['false_fail']:.1%} | {r['power_2delta']:.1%} | "
-              f"{r['regression_passes']:.1%} | {r['queries_needed']} | {r['power_at_needed']:.0%} / "
-              f"{r['false_fail_at_needed']:.1%} |")
+        there = (f"{r['power_at_needed']:.0%} / {r['false_fail_at_needed']:.1%}" if "power_at_needed" in r else "-")
+        print(f"| {r['light_sets']} | {r['pair']} | {r['method']} | {r['queries']} | {r['false_fail']:.1%} | "
+              f"{r['power_2delta']:.1%} | {r['regression_passes']:.1%} | {r['queries_needed']} | {there} |")
     for r in aa:
         print(f"real A/A rerun {r['system']} on {', '.join(r['tasks'])}: {r['verdict']} ({r['difference']:+.4f}, "
               f"CI [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}])")
+    names = {"regression_passes": "a true 2 x delta regression passes", "false_fail": "A/A false-fail"}
+    for method, checks in targets.items():
+        for key, c in checks.items():
+            print(f"{method}: {names[key]} <= {c['target']:.1%} at every size: {'holds' if c['holds'] else 'MISSED'} "
+                  f"(worst {c['worst']:.1%}, {c['at']}; {args.sims} gates per rate)")
     print(f"written: {out}")
+    return 0 if all(c["holds"] for c in targets[args.methods[0]].values()) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

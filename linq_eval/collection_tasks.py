@@ -16,13 +16,13 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 
 from linq_eval.errors import LinqEvalError
+from linq_eval.files import sha256_file
 from linq_eval.local_data import (
     DATA_ENV,
     BeirData,
     data_dir,
-    folder_sha256,
+    data_sha256,
     read_beir,
-    sha256_file,
     to_mteb_split,
 )
 from linq_eval.local_mteb import LocalSourceMixin
@@ -209,7 +209,7 @@ class CollectionsUnionRetrieval(LocalCollectionRetrieval):
             _verify_files(folder / c.folder, c.sha256, self.metadata.name)
 
     def _digest(self, folder: Path) -> str:  # the union's own folders, not everything else in the data folder
-        parts = "".join(f"{name}\0{folder_sha256(folder / name)}\n" for name in UNION_FOLDERS)
+        parts = "".join(f"{name}\0{data_sha256(folder / name)}\n" for name in UNION_FOLDERS)
         return hashlib.sha256(parts.encode()).hexdigest()
 
     def _read(self, folder: Path) -> dict:

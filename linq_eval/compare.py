@@ -8,7 +8,6 @@ batching (A/A) to measure the noise floor. ``compare_analysis`` turns the per-qu
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from linq_eval.errors import LinqEvalError
+from linq_eval.files import atomic_write_json, read_json_file
 
 logger = logging.getLogger(__name__)
 
@@ -136,20 +136,22 @@ def sample_texts(task_name: str, seed: int = 0) -> dict[str, list[str]]:
 
 def _jobs(spec: CompareSpec, sample: dict[str, list[str]]) -> list[tuple[str, int, bool, Any]]:
     from linq_eval.compare_run import Job
+    from linq_eval.runner import RunSpec, content_digests
 
     runs = Path(spec.out) / "runs"
     jobs = []
     for s in spec.systems:
+        digests = content_digests(RunSpec(model=s.model, adapter=s.adapter))
         for bits in spec.bits:
             out = runs / f"{_slug(s.label)}-{bits}bit.json"
             jobs.append((s.label, bits, False, Job(s.model, bits, s.adapter, spec.tasks, spec.cache, str(out),
-                                                    spec.batch_size, None, spec.max_length, sample)))
+                                                    spec.batch_size, None, spec.max_length, sample, digests)))
         if spec.aa:  # the reference precision again, batched otherwise, into a cache of its own
             out = runs / f"{_slug(s.label)}-{spec.bits[0]}bit-aa.json"
             jobs.append((s.label, spec.bits[0], True, Job(s.model, spec.bits[0], s.adapter, spec.tasks,
                                                            str(Path(spec.out) / "aa-cache"), str(out),
                                                            AA_BATCH["batch_size"], AA_BATCH["max_tokens_per_batch"],
-                                                           spec.max_length, {})))
+                                                           spec.max_length, {}, digests)))
     return jobs
 
 
@@ -157,8 +159,12 @@ def _finished(job: Any) -> dict[str, Any] | None:  # noqa: ANN401
     out = Path(job.out)
     if not out.is_file():
         return None
-    result = json.loads(out.read_text())
-    if result.get("job") != asdict(job) or result.get("status") != "ok":
+    try:
+        result = read_json_file(out)
+    except LinqEvalError as exc:  # cut or damaged: the job runs again
+        logger.warning("%s: recomputing this precision", exc)
+        return None
+    if not isinstance(result, dict) or result.get("job") != asdict(job) or result.get("status") != "ok":
         return None  # another job, or one that failed: run again
     if not all(Path(p).is_file() for p in result["per_query"].values()):
         return None
@@ -170,14 +176,17 @@ def execute(job: Any) -> dict[str, Any]:  # noqa: ANN401
     out = Path(job.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     job_file = out.with_suffix(".job")
-    job_file.write_text(json.dumps(asdict(job)))
+    atomic_write_json(job_file, asdict(job))
     proc = subprocess.run([sys.executable, "-m", "linq_eval.compare_run", str(job_file)], env=dict(os.environ),
                           capture_output=True, text=True, check=False)
     job_file.unlink(missing_ok=True)
     if proc.returncode != 0 or not out.is_file():
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
         return {"job": asdict(job), "status": "crashed", "reason": f"exit {proc.returncode}: {tail}"}
-    return json.loads(out.read_text())
+    try:
+        return read_json_file(out)
+    except LinqEvalError as exc:
+        return {"job": asdict(job), "status": "crashed", "reason": str(exc)}
 
 
 def compare(spec: CompareSpec, progress: Any = None) -> dict[str, Any]:  # noqa: ANN401
@@ -192,3 +201,20 @@ def compare(spec: CompareSpec, progress: Any = None) -> dict[str, Any]:  # noqa:
             progress(f"{label} at {bits} bits{' (A/A)' if aa else ''}: {'stored' if done else 'running'}")
         results.append({"system": label, "bits": bits, "aa": aa, **(done or execute(job))})
     return analyse(spec, results)
+
+
+def check_outcome(report: dict[str, Any], out: Path) -> None:
+    """Refuse a comparison where nothing was compared: every precision failed, or every reference did (exit 2).
+
+    A partial failure (one precision of several) is a result, reported in the table and in compare.md.
+    """
+    failed = [p for p in report["precisions"] if p["status"] != "ok"]
+    if report["rows"] or not failed:
+        return
+    first = failed[0]
+    cause = f"first: {first['system']} at {first['bits']} bits, {first['status']}: {first['reason']}"
+    if len(failed) == len(report["precisions"]):
+        raise LinqEvalError(f"all {len(failed)} precisions failed, nothing was compared ({cause}): see "
+                            f"{out / 'compare.md'}")
+    raise LinqEvalError(f"the reference precision ({report['reference_bits']} bits) failed for every system, "
+                        f"nothing was compared ({cause}): see {out / 'compare.md'}")

@@ -57,9 +57,13 @@ def similarity(low: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[s
 
 
 def _embeddings(result: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The job's sample embeddings; None when missing or unreadable (the similarity columns then stay empty)."""
     out = Path(result["job"]["out"])
     paths = {s: out.with_suffix(f".{s}.npy") for s in ("queries", "documents")}
-    return {s: np.load(p) for s, p in paths.items()} if all(p.is_file() for p in paths.values()) else None
+    try:
+        return {s: np.load(p, allow_pickle=False) for s, p in paths.items()}
+    except (OSError, ValueError, EOFError):
+        return None
 
 
 def cost_ratios(cost: dict[str, Any], ref: dict[str, Any]) -> dict[str, float | None]:

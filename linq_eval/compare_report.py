@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import io
 from pathlib import Path
 from typing import Any
 
 from linq_eval.compare_run import throughput
 from linq_eval.console import console
+from linq_eval.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 def _ci(pair: list[float]) -> str:
@@ -108,13 +109,17 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(f"main score, {bits} bits (90% CI of the difference)", fontsize=8)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write(report: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
-    (out / "compare.md").write_text(markdown(report))
+    """compare.json (strict JSON: NaN, e.g. the tau of tied scores, as null), compare.md, compare.png; atomically."""
+    from linq_eval.stats import finite_or_none
+
+    atomic_write_json(out / "compare.json", finite_or_none(report), default=str)
+    atomic_write_text(out / "compare.md", markdown(report))
     if report["rows"]:
         plot(report, out / "compare.png")

@@ -11,7 +11,7 @@ a fixed sample of texts (similarity fidelity).
 
 from __future__ import annotations
 
-import json
+import io
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from linq_eval.errors import LinqEvalError
+from linq_eval.files import atomic_write_bytes, atomic_write_json, read_json_file
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Job:
     max_tokens_per_batch: int | None = None  # None: the encoder's default (A/A runs change it)
     max_length: int | None = None
     sample: dict[str, list[str]] = field(default_factory=dict)  # "queries"/"documents" -> texts to embed
+    # content digests of a local model directory and adapter: a stored job is reused only for the same weights
+    digests: dict[str, str] = field(default_factory=dict)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -96,7 +99,9 @@ def execute(job: Job) -> dict[str, Any]:
             return {**result, "status": "failed", "reason": f"{task}: no per-query scores at {path}"}
         per_query[task] = str(path)
     for side, emb in sample.items():
-        np.save(Path(job.out).with_suffix(f".{side}.npy"), emb)
+        buffer = io.BytesIO()
+        np.save(buffer, emb)
+        atomic_write_bytes(Path(job.out).with_suffix(f".{side}.npy"), buffer.getvalue())
     cost = {"load_seconds": load_seconds, "eval_seconds": eval_seconds, "encode": usage,
             "resumed_tasks": resumed,  # their results came from the cache: the times above leave them out
             "tokens_per_second": throughput(usage),
@@ -107,12 +112,10 @@ def execute(job: Job) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     path = Path((argv or sys.argv[1:])[0])
-    job = Job(**json.loads(path.read_text()))
+    job = Job(**read_json_file(path))
     result = execute(job)
-    out = Path(job.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
-    tmp.replace(out)  # a job's JSON exists only once it finished: an interrupted one is simply rerun
+    # a job's JSON exists only once it finished (written atomically): an interrupted one is simply rerun
+    atomic_write_json(job.out, result, default=str)
     return 0
 
 

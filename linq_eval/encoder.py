@@ -9,6 +9,7 @@ bar, and encoding spread over several devices with sentence-transformers' multi-
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,75 @@ def token_budget_batches(lengths: Sequence[int], batch_size: int, max_tokens: in
         batches.append(order[start : start + rows])
         start += rows
     return batches
+
+
+# -- a cheap cut before tokenization ----------------------------------------------------------------------------
+# A tokenizer turns the whole text into tokens before it truncates: one 50 MB document cost 7 GB and 6x the time
+# for an unchanged embedding. Texts are therefore cut before tokenization, at a place that provably keeps every
+# token the model would see:
+#
+# - only at the start of a whitespace run that follows a non-space character (a space or a newline). Every
+#   tokenizer we load ends a pre-token there (WordPiece and BERT's pre-tokenizer split on whitespace; byte-level
+#   BPE's regex never runs a letter, digit or punctuation piece into whitespace; SentencePiece vocabularies never
+#   carry a non-space character into a following space or newline), so the tokens of ``text[:cut]`` are exactly
+#   the first tokens of ``text``;
+# - only where ``text[:cut]`` already holds at least the tokens truncation keeps (counted by tokenizing the cut
+#   text, which is short), so truncating either gives the same input ids.
+#
+# The first cut tried is ``(kept tokens + margin) x the longest token string of the vocabulary``, a length that
+# nearly always holds enough tokens; whitespace runs (which BERT drops) and ``[UNK]`` words (one token for a
+# whole long word) can make it hold fewer, and then the cut moves 4x further out, up to CUT_SCAN_FACTOR x the
+# first try. A text with no usable boundary within that (one giant word, a giant whitespace run) is cut there
+# anyway, with a warning: it is not natural text, and tokenizing it whole could exhaust the machine.
+BOUNDARY = re.compile(r"\S[ \n]")
+CUT_MARGIN_TOKENS = 8
+CUT_SCAN_FACTOR = 64
+
+
+def longest_token_chars(tokenizer: Any) -> int:  # noqa: ANN401 -- any Hugging Face tokenizer
+    """Characters in the longest token string of the vocabulary: an upper bound on the text one token covers
+    (byte-level token strings hold one character per byte; ``##`` and ``▁`` markers only add)."""
+    return max((len(token) for token in tokenizer.get_vocab()), default=1)
+
+
+def bounded_texts(texts: Sequence[str], tokenizer: Any, max_length: int, *,  # noqa: ANN401 -- a tokenizer
+                  longest: int | None = None) -> list[str]:
+    """``texts``, each cut before tokenization where the cut keeps the input ids of truncation to ``max_length``.
+
+    A text is returned as the same object when it is short or has no usable boundary; see the module comment
+    above for why a cut never changes the ids (the tests check it on every shipped text, with two tokenizers).
+    """
+    out = list(texts)
+    if getattr(tokenizer, "truncation_side", "right") != "right":  # left truncation keeps the end: no cut
+        return out
+    kept = max(max_length - tokenizer.num_special_tokens_to_add(pair=False), 1)
+    first = (kept + CUT_MARGIN_TOKENS) * (longest or longest_token_chars(tokenizer))
+    cap = first * CUT_SCAN_FACTOR
+    pending = [i for i, text in enumerate(out) if len(text) > first]
+    limit = first
+    while pending:
+        cuts: dict[int, int] = {}
+        for i in pending:
+            match = BOUNDARY.search(out[i], limit - 1, min(len(out[i]), cap))
+            if match is not None:
+                cuts[i] = match.start() + 1  # the whitespace character: text[:cut] ends with a whole word
+        counts = tokenizer([out[i][: cuts[i]] for i in cuts], add_special_tokens=False, truncation=True,
+                           max_length=kept, return_attention_mask=False, return_token_type_ids=False,
+                           )["input_ids"] if cuts else []
+        enough = {i for i, ids in zip(cuts, counts, strict=True) if len(ids) >= kept}
+        for i in enough:
+            out[i] = out[i][: cuts[i]]
+        # the rest had too few tokens (whitespace runs, [UNK] words) or no boundary yet: look further out
+        pending = [i for i in pending if i not in enough and len(out[i]) > limit]
+        if limit == cap:
+            break
+        limit = min(limit * 4, cap)
+    for i in pending:
+        if len(out[i]) > cap:  # not natural text, and tokenizing it whole could exhaust the memory
+            logger.warning("a text of %d characters has no verified cut within its first %d: cut there (the "
+                           "tokens truncation keeps may differ)", len(out[i]), cap)
+            out[i] = out[i][:cap]
+    return out
 
 
 def resolve_devices(devices: Sequence[str] | str | None) -> list[str]:
@@ -100,6 +170,7 @@ class LinqEncoder(AbsEncoder):
         self.show_progress = show_progress
         self.use_instructions = use_instructions
         self.usage: dict[str, dict[str, float]] = {}  # label -> texts, tokens, seconds (compare's cost report)
+        self._longest: tuple[Any, int] | None = None  # (tokenizer, its longest token string), computed once
 
     # -- instructions -------------------------------------------------------------------------
     def prefix_for(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> str:
@@ -139,7 +210,7 @@ class LinqEncoder(AbsEncoder):
         """Encode plain texts, each preceded by ``prefix``."""
         if self.model is None:
             raise RuntimeError("LinqEncoder was built without a model")
-        full = [prefix + (t or "") for t in texts]
+        full = self._bounded([prefix + (t or "") for t in texts])
         if not full:
             return np.zeros((0, self.model.get_embedding_dimension()), dtype=np.float32)
         devices = resolve_devices(self.devices)
@@ -149,6 +220,15 @@ class LinqEncoder(AbsEncoder):
             out = self._encode_local(full, batch_size or self.batch_size, label)
         check_finite(out, label)
         return out
+
+    def _bounded(self, texts: list[str]) -> list[str]:
+        """The texts cut before tokenization (:func:`bounded_texts`): what the model sees is unchanged."""
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if tokenizer is None or not texts:
+            return texts
+        if self._longest is None or self._longest[0] is not tokenizer:
+            self._longest = (tokenizer, longest_token_chars(tokenizer))
+        return bounded_texts(texts, tokenizer, self.model.max_seq_length or 512, longest=self._longest[1])
 
     def _encode_local(self, texts: list[str], batch_size: int, label: str) -> np.ndarray:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

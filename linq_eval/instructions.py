@@ -42,10 +42,17 @@ class InstructionTable:
     overrides: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if "{instruction}" not in self.template:
+        if not isinstance(self.template, str) or "{instruction}" not in self.template:
             raise LinqEvalError(f"instruction template {self.template!r} lacks '{{instruction}}': add it")
+        try:  # any other {field} would only fail while encoding
+            self.template.format(instruction="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise LinqEvalError(f"instruction template {self.template!r} cannot be filled ({type(exc).__name__}: "
+                                f"{exc}): use '{{instruction}}' as its only field, and '{{{{' '}}}}' for braces") from None
         for key, text in {**self.tasks, **self.task_types, **self.overrides}.items():
-            if not isinstance(text, str) or not text.strip():
+            if not isinstance(text, str):
+                raise LinqEvalError(f"instruction for {key!r} must be a string, got {json.dumps(text)[:40]}")
+            if not text.strip():
                 raise LinqEvalError(f"instruction for {key!r} is empty: give a non-empty string")
 
     def with_overrides(self, overrides: Mapping[str, str]) -> InstructionTable:
@@ -82,14 +89,26 @@ def _read_table(text: str, origin: str) -> InstructionTable:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LinqEvalError(f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno}): fix the file") from None
+    except RecursionError:
+        raise LinqEvalError(f"{origin}: JSON nested too deeply: fix the file") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), dict):
         raise LinqEvalError(f'{origin}: expected an object with a "tasks" mapping of task name -> instruction')
-    return InstructionTable(
-        tasks=raw["tasks"],
-        task_types=raw.get("task_types", {}),
-        template=raw.get("template", TEMPLATE),
-        source=raw.get("source", origin),
-    )
+    if not isinstance(raw.get("task_types", {}), dict):
+        raise LinqEvalError(f'{origin}: "task_types" must be a mapping of task type -> instruction')
+    try:
+        table = InstructionTable(tasks=raw["tasks"], task_types=raw.get("task_types", {}),
+                                 template=raw.get("template", TEMPLATE), source=str(raw.get("source", origin)))
+    except LinqEvalError as exc:
+        raise LinqEvalError(f"{origin}: {exc}") from None
+    return table
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes().count(b"\n", 0, exc.start) + 1
+        raise LinqEvalError(f"{path}:{line}: not UTF-8: save the instruction file as UTF-8") from None
 
 
 def load_instructions(path: str | Path | None = None) -> InstructionTable:
@@ -105,7 +124,7 @@ def load_instructions(path: str | Path | None = None) -> InstructionTable:
     path = Path(path)
     if not path.is_file():
         raise LinqEvalError(f"instruction file {path} does not exist: give a JSON file with a 'tasks' mapping")
-    user = _read_table(path.read_text(encoding="utf-8"), str(path))
+    user = _read_table(_read_text(path), str(path))
     return InstructionTable(
         tasks={**builtin.tasks, **user.tasks},
         task_types={**builtin.task_types, **user.task_types},

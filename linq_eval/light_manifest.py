@@ -11,13 +11,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from linq_eval.errors import LinqEvalError
+from linq_eval.files import atomic_write_text, read_json_file
+from linq_eval.local_data import SAFE_NAME, check_name
 
 SCHEMA_VERSION = 1
+COUNT_KEYS = ("queries", "corpus", "full_queries", "full_corpus")
 LIGHT_SUFFIX = "-light"
 LIGHT_DIR_ENV = "LINQ_LIGHT_DIR"
 
@@ -28,7 +31,7 @@ class Retriever(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str  # "bm25" or a model reference as linq-eval takes it (pypi:..., hub id, directory)
-    kind: str  # "lexical" | "dense"
+    kind: Literal["lexical", "dense"]
     canonical: str  # the model's canonical name (mteb name where known), for pool-independence checks
     fingerprint: dict[str, Any]  # e.g. {"bm25s": "0.2.x", "k1": 1.5} or {"weights_sha256": ...}
 
@@ -57,6 +60,41 @@ class LightManifest(BaseModel):
     query_ids: list[str]
     corpus_ids: list[str]
     checksum: str = ""
+
+    # Names and the split become file paths (results, per-query scores, qrels/<split>.tsv): a hand-edited
+    # manifest with a recomputed checksum must not steer a write outside the output folder.
+    @field_validator("source_task", "split", "subset")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        if not SAFE_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a plain name (letters, digits, '_', '.', '-'; no '/' or '..')")
+        return value
+
+    @field_validator("query_ids", "corpus_ids")
+    @classmethod
+    def _ids(cls, ids: list[str]) -> list[str]:
+        if not ids:
+            raise ValueError("keeps no ids")
+        if any(not i for i in ids):
+            raise ValueError("holds an empty id")
+        if len(set(ids)) != len(ids):
+            twice = next(i for i in ids if ids.count(i) > 1)
+            raise ValueError(f"holds {twice[:80]!r} twice")
+        return ids
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LightManifest:
+        if self.name != light_name(self.source_task):
+            raise ValueError(f"name {self.name[:80]!r} is not {light_name(self.source_task)!r} (source_task + "
+                             f"'{LIGHT_SUFFIX}')")
+        missing = [k for k in COUNT_KEYS if k not in self.counts]
+        if missing:
+            raise ValueError(f"counts lacks {missing}")
+        if self.counts["queries"] != len(self.query_ids) or self.counts["corpus"] != len(self.corpus_ids):
+            raise ValueError("counts.queries / counts.corpus differ from the number of ids")
+        if self.data.get("kind") not in {"local", "hub"}:
+            raise ValueError(f"data.kind {self.data.get('kind')!r} is neither 'local' nor 'hub'")
+        return self
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"checksum"})
@@ -93,6 +131,7 @@ def light_dir() -> Path:
 
 
 def manifest_path(name: str, directory: Path | None = None) -> Path:
+    check_name(name, "light set")  # a name from the command line reaches the file system here
     return (directory or light_dir()) / f"{name}.json"
 
 
@@ -102,38 +141,63 @@ def available(directory: Path | None = None) -> list[str]:
     return sorted(p.stem for p in folder.glob(f"*{LIGHT_SUFFIX}.json")) if folder.is_dir() else []
 
 
+def _field_error(exc: ValidationError) -> str:
+    """The first problem of a pydantic error as ``field.path: message`` (one line, user text quoted)."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown field {where!r}"
+    if error["type"] == "missing":
+        return f"missing field {where!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    text = f"field {where!r}: {message}" if error["loc"] else message
+    return text.replace("\n", " ").replace("\r", " ")
+
+
 def load_manifest(path: Path) -> LightManifest:
-    """Read and verify a manifest: schema, content, and its own checksum."""
+    """Read and verify a manifest: schema, content (names, split, ids, counts), and its own checksum."""
+    path = Path(path)
+    if not path.is_file():
+        raise LinqEvalError(f"{path}: no such light manifest: build it with `linq-eval light build`")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LinqEvalError(f"{path}: no such light manifest: build it with `linq-eval light build`") from None
-    except json.JSONDecodeError as exc:
-        raise LinqEvalError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}): rebuild it with "
+        raw = read_json_file(path)
+    except RecursionError:
+        raw = None
+    except LinqEvalError as exc:
+        raise LinqEvalError(f"{str(exc).removesuffix(': restore or delete it')}: rebuild it with "
                             "`linq-eval light build`") from None
+    if not isinstance(raw, dict):
+        raise LinqEvalError(f"{path}: not a light manifest (expected a JSON object): rebuild it with "
+                            "`linq-eval light build`")
     if raw.get("schema_version") != SCHEMA_VERSION:
-        raise LinqEvalError(f"{path}: schema_version {raw.get('schema_version')!r} is not {SCHEMA_VERSION}: "
+        raise LinqEvalError(f"{path}: schema_version {repr(raw.get('schema_version'))[:40]} is not {SCHEMA_VERSION}: "
                             "rebuild it with this version of `linq-eval light build`")
+    edited = "checksum does not match its content (edited by hand?)"
     try:
         manifest = LightManifest.model_validate(raw)
-    except ValueError as exc:
-        first = str(exc).splitlines()[1:2] or [str(exc)]
-        raise LinqEvalError(f"{path}: not a light manifest ({first[0].strip()}): rebuild it") from None
+    except ValidationError as exc:
+        also = f"{edited}, and it is " if not _raw_checksum_matches(raw) else ""
+        raise LinqEvalError(f"{path}: {also}not a light manifest ({_field_error(exc)}): rebuild it with "
+                            "`linq-eval light build`") from None
     if manifest.checksum != manifest.computed_checksum():
-        raise LinqEvalError(f"{path}: checksum does not match its content (edited by hand?): rebuild it with "
-                            "`linq-eval light build`")
-    if not manifest.query_ids or not manifest.corpus_ids:
-        raise LinqEvalError(f"{path}: the manifest keeps no queries or no documents: rebuild it")
+        raise LinqEvalError(f"{path}: {edited}: rebuild it with `linq-eval light build`")
     return manifest
 
 
+def _raw_checksum_matches(raw: dict[str, Any]) -> bool:
+    """Whether a manifest's JSON still has the checksum it was written with (before any validation)."""
+    try:
+        body = _canonical({k: v for k, v in raw.items() if k != "checksum"})
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return raw.get("checksum") == hashlib.sha256(body.encode()).hexdigest()
+
+
 def write_manifest(manifest: LightManifest, directory: Path | None = None) -> Path:
-    path = manifest_path(manifest.name, directory)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(manifest.to_json(), encoding="utf-8")
-    tmp.replace(path)  # atomic: an interrupted build never leaves half a manifest
-    return path
+    """Write the sealed manifest atomically (an interrupted build never leaves half a manifest), inside
+    ``directory``."""
+    folder = directory or light_dir()
+    return atomic_write_text(manifest_path(manifest.name, folder), manifest.to_json(), folder=folder)
 
 
 def pool_conflicts(manifest: LightManifest, canonical_names: list[str]) -> list[str]:

@@ -222,10 +222,13 @@ class DenseScorer:
         self.encode_seconds = 0.0
         self.encoded_docs = 0
         encoder = load_system_encoder(system)
-        cached = _shared_doc_cache(encoder, cache_root() / _cache_key(system))
+        folder = cache_root() / _cache_key(system)
         t0 = time.perf_counter()
-        q = _encode(cached, data, "query", batch_size)
-        d = _encode(cached, data, "document", batch_size)
+        # mteb's numpy cache keeps an index file and a memory-mapped vector file that two writers corrupt (each
+        # saves its own index over the other's, so texts point at another text's vector: silently wrong
+        # scores). One writer at a time per cache folder, and a spot check against fresh encodes.
+        with folder_lock(folder):
+            q, d = self._encode_checked(encoder, folder, batch_size)
         self.encode_seconds = time.perf_counter() - t0
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
@@ -233,9 +236,59 @@ class DenseScorer:
         self.qpos = {x: i for i, x in enumerate(data.query_ids)}
         self.dpos = {x: i for i, x in enumerate(data.doc_ids)}
 
+    def _encode_checked(self, encoder: Any, folder: Path, batch_size: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN401
+        cached = _shared_doc_cache(encoder, folder)
+        q = _encode(cached, self.data, "query", batch_size)
+        d = _encode(cached, self.data, "document", batch_size)
+        if _matches_fresh(encoder, self.data, q, d, batch_size):
+            return q, d
+        logger.warning("embedding cache %s does not match fresh encodes (damaged, or written by two processes "
+                       "at once): rebuilding it", folder)
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        cached = _shared_doc_cache(encoder, folder)
+        return _encode(cached, self.data, "query", batch_size), _encode(cached, self.data, "document", batch_size)
+
     def run(self, doc_ids: list[str], query_ids: list[str], top_k: int) -> Run:
         sub = self.scores[np.ix_([self.qpos[q] for q in query_ids], [self.dpos[d] for d in doc_ids])]
         return _top_k(sub, query_ids, doc_ids, top_k)
+
+
+SPOT_CHECK = 64  # cached documents re-encoded afresh per task (and a quarter as many queries)
+
+
+def _matches_fresh(encoder: Any, data: TaskData, q: np.ndarray, d: np.ndarray, batch_size: int) -> bool:  # noqa: ANN401
+    """Whether a seeded sample of cached query and document embeddings equals a fresh encode (cosine >= 0.999)."""
+    rng = np.random.default_rng(0)
+    checks = []
+    for side, matrix, n in (("document", d, SPOT_CHECK), ("query", q, SPOT_CHECK // 4)):
+        rows = np.sort(rng.choice(len(matrix), size=min(n, len(matrix)), replace=False))
+        fresh = _encode(encoder, data, side, batch_size, rows=rows)
+        checks.append(_cosines(fresh, matrix[rows]))
+    worst = float(min(c.min() for c in checks))
+    logger.debug("embedding cache spot check on %s: worst cosine %.6f", data.task.metadata.name, worst)
+    return worst >= 0.999
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return (a * b).sum(axis=1)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Any:  # noqa: ANN401 -- a context manager
+    """An exclusive lock on a cache folder (``fcntl.flock`` on a file beside it); waits for other holders."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _cache_key(system: System) -> str:
@@ -300,10 +353,12 @@ def _shared_doc_cache(encoder: Any, path: Path) -> Any:  # noqa: ANN401
 
 
 CHUNK = 2048
-CACHE_VERSION = 2  # bump when what is cached changes
+CACHE_VERSION = 3  # bump when what is cached changes (3: caches written before the lock may be damaged)
 
 
-def _encode(cached: Any, data: TaskData, side: str, batch_size: int) -> np.ndarray:  # noqa: ANN401
+def _encode(cached: Any, data: TaskData, side: str, batch_size: int,  # noqa: ANN401 -- an mteb encoder
+            rows: np.ndarray | None = None) -> np.ndarray:
+    """Embeddings of a task's documents or queries (``rows``: only those positions), in id order."""
     from datasets import Dataset
     from mteb._create_dataloaders import create_dataloader
     from mteb.types import PromptType
@@ -316,6 +371,8 @@ def _encode(cached: Any, data: TaskData, side: str, batch_size: int) -> np.ndarr
         dataset = Dataset.from_dict({"id": data.doc_ids, "text": [texts[i] for i in data.doc_ids]})
     else:
         dataset = data.queries
+    if rows is not None:
+        dataset = dataset.select([int(r) for r in rows])
     meta = data.task.metadata
     parts = []
     for start in range(0, len(dataset), CHUNK):  # the cache is saved per chunk: an interrupted run resumes

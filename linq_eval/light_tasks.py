@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from linq_eval.errors import LinqEvalError
+from linq_eval.files import atomic_write_text
 from linq_eval.light_manifest import (
     LIGHT_SUFFIX,
     LightManifest,
@@ -30,7 +31,15 @@ logger = logging.getLogger(__name__)
 BENCHMARK_NAME = "LinqLight"
 
 
+# Light sets whose manifests were refused at registration: name -> why. A request for one of them gets this
+# reason instead of mteb's "unknown task" (see :func:`check_requested`).
+REJECTED: dict[str, str] = {}
+
+
 def stats_path(name: str, directory: Path | None = None) -> Path:
+    from linq_eval.local_data import check_name
+
+    check_name(name, "light set")
     return (directory or light_dir()) / "descriptive_stats" / "Retrieval" / f"{name}.json"
 
 
@@ -117,23 +126,67 @@ def light_task_class(parent_cls: type, manifest: LightManifest, path: Path) -> t
 
 
 def light_task_classes(directory: Path | None = None) -> list[type]:
-    """A task class per manifest whose source task mteb knows (others are skipped with a warning)."""
+    """A task class per manifest whose source task mteb knows and whose split and subset are the source's.
+
+    Refused manifests (damaged, unknown source, a split the source does not evaluate, a name claimed by two
+    files or differing from the file's) are skipped with a warning and recorded in :data:`REJECTED`, so that
+    asking for them names the reason rather than an unknown task.
+    """
     from mteb.get_tasks import _TASKS_REGISTRY
 
-    classes = []
-    for name in available(directory):
-        path = manifest_path(name, directory)
+    REJECTED.clear()
+    loaded: dict[str, list[tuple[Path, LightManifest]]] = {}
+    for stem in available(directory):
+        path = manifest_path(stem, directory)
         try:
             manifest = load_manifest(path)
+            parent = _TASKS_REGISTRY.get(manifest.source_task)
+            if parent is None:
+                raise LinqEvalError(f"{path}: its source task {manifest.source_task} is not registered in mteb")
+            _check_against_parent(path, manifest, parent.metadata)
         except LinqEvalError as exc:
-            logger.warning("skipping light set: %s", exc)
+            _reject(stem, str(exc))
             continue
-        parent = _TASKS_REGISTRY.get(manifest.source_task)
-        if parent is None:
-            logger.warning("skipping %s: its source task %s is not registered in mteb", name, manifest.source_task)
+        loaded.setdefault(manifest.name, []).append((path, manifest))
+    classes = []
+    for name, claims in loaded.items():
+        if len(claims) > 1:  # by file order one would silently shadow the other
+            files = " and ".join(str(p) for p, _ in claims)
+            _reject(name, f"light set {name} is claimed by two manifests, {files}: delete or rebuild one")
             continue
-        classes.append(light_task_class(parent, manifest, path))
+        path, manifest = claims[0]
+        if path.stem != name:
+            _reject(name, f"{path}: names the light set {name}, not {path.stem}: rename the file to {name}.json")
+            _reject(path.stem, REJECTED[name])
+            continue
+        classes.append(light_task_class(_TASKS_REGISTRY[manifest.source_task], manifest, path))
     return classes
+
+
+def _check_against_parent(path: Path, manifest: LightManifest, parent: Any) -> None:  # noqa: ANN401 -- TaskMetadata
+    """The manifest's split and subset must be ones its source task evaluates (they reach paths and dict keys)."""
+    if manifest.split not in parent.eval_splits:
+        raise LinqEvalError(f"{path}: split {manifest.split!r} is not one of {manifest.source_task}'s evaluation "
+                            f"splits {parent.eval_splits}: rebuild it with `linq-eval light build`")
+    if manifest.subset not in parent.hf_subsets:
+        raise LinqEvalError(f"{path}: subset {manifest.subset!r} is not one of {manifest.source_task}'s subsets: "
+                            "rebuild it with `linq-eval light build`")
+
+
+def _reject(name: str, reason: str) -> None:
+    logger.warning("skipping light set: %s", reason)
+    REJECTED[name] = reason
+
+
+def check_requested(names: list[str]) -> None:
+    """Refuse task names that could not be file names, and raise the recorded reason for any requested light
+    set whose manifest was refused at registration."""
+    from linq_eval.local_data import check_name
+
+    for name in names:
+        check_name(name, "task")
+        if name in REJECTED:
+            raise LinqEvalError(REJECTED[name])
 
 
 def register_light(directory: Path | None = None) -> list[type]:
@@ -172,10 +225,8 @@ def write_descriptive_stats(name: str, directory: Path | None = None) -> Path:
 
     task = mteb.get_task(name)
     stats = task.calculate_descriptive_statistics(overwrite_results=True)  # never the stale file
-    path = stats_path(name, directory)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(stats, indent=4, sort_keys=True) + "\n", encoding="utf-8")
-    return path
+    return atomic_write_text(stats_path(name, directory), json.dumps(stats, indent=4, sort_keys=True) + "\n",
+                             folder=directory or light_dir())
 
 
 def is_light(name: str) -> bool:

@@ -55,6 +55,9 @@ UNION_TASK = "CollectionsUnionRetrieval"
 POOL_CANDIDATES = ("bm25", MINILM)  # retrievers the sweep pools with
 POOL_TOP_K = 100  # the deepest pool the sweep considers
 ALPHA = 0.05
+# ranks handed to pytrec_eval for nDCG@10: more than 10, so documents tied at rank 10 are ordered by
+# pytrec_eval's own tie-break, as in mteb's evaluation (top 1000), not by the order argpartition left them in
+SCORE_DEPTH = 100
 
 
 def identity(system: System) -> tuple:
@@ -90,7 +93,8 @@ def prepare(task: Any, panel: tuple[System, ...] = PANEL, pool_refs: tuple[str, 
     full = {}
     for s in panel:
         t0 = time.perf_counter()
-        full[s.name] = retrieval_per_query(rankers[s.name].run(query_ids=judged, top_k=10), _qrels(data, judged))
+        full[s.name] = retrieval_per_query(rankers[s.name].run(query_ids=judged, top_k=SCORE_DEPTH),
+                                           _qrels(data, judged))
         logger.info("%s on %s (full): %.4f in %.1fs", s.name, task.metadata.name,
                     np.mean(list(full[s.name].values())), time.perf_counter() - t0)
     by_ref = {identity(System(r, r)): r for r in pool_refs}
@@ -130,7 +134,7 @@ def manifest_for(tp: TaskPanel, queries: int, depth: int, retrievers: str, seed:
 def light_scores(tp: TaskPanel, manifest: LightManifest) -> dict[str, dict[str, float]]:
     docs = list(manifest.corpus_ids)
     qrels = _qrels(tp.data, manifest.query_ids, set(docs))
-    return {name: retrieval_per_query(r.run(doc_ids=docs, query_ids=manifest.query_ids, top_k=10), qrels)
+    return {name: retrieval_per_query(r.run(doc_ids=docs, query_ids=manifest.query_ids, top_k=SCORE_DEPTH), qrels)
             for name, r in tp.rankers.items()}
 
 

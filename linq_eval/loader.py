@@ -27,6 +27,8 @@ def load_linq_encoder(
     devices: Sequence[str] | str | None = None,
     embed_dim: int | None = None,
     implementation: str = "linq-eval",
+    weights_sha256: str | None = None,
+    adapter_sha256: str | None = None,
 ) -> LinqEncoder:
     """mteb loader for the ``linq`` entries (``ModelMeta.loader``): builds a :class:`LinqEncoder`.
 
@@ -38,7 +40,7 @@ def load_linq_encoder(
     from linq_eval.instructions import load_instructions
     from linq_eval.model import build_model
 
-    del implementation  # recorded in the experiment name only
+    del implementation, weights_sha256, adapter_sha256  # recorded in the experiment name only
     source = model or model_name
     st_model = build_model(source, bits=bits, adapter=adapter, max_length=max_length, device=device, dtype=dtype,
                            revision=revision if source == model_name else None)

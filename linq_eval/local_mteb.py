@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from linq_eval.errors import LinqEvalError
-from linq_eval.local_data import DATA_ENV, data_dir, folder_sha256, read_beir, read_pairs, to_mteb_split
+from linq_eval.local_data import (
+    DATA_ENV,
+    check_name,
+    data_dir,
+    data_sha256,
+    read_beir,
+    read_pairs,
+    to_mteb_split,
+)
 from linq_eval.offline_models import hub_offline
 
 logger = logging.getLogger(__name__)
@@ -34,7 +42,8 @@ def _load_sts(task: Any, folder: Path) -> dict:  # noqa: ANN401 -- any mteb STS 
     from datasets import Dataset, DatasetDict
 
     return DatasetDict({
-        split: Dataset.from_dict(read_pairs(folder / f"{split}.jsonl", task.min_score, task.max_score))
+        split: Dataset.from_dict(read_pairs(folder / f"{check_name(split, 'split')}.jsonl", task.min_score,
+                                            task.max_score))
         for split in task.eval_splits
     })
 
@@ -51,7 +60,7 @@ def _phase_name(folder: str, sha256: str) -> str:
 
 
 def local_folder(task_name: str) -> Path | None:
-    folder = data_dir() / task_name
+    folder = data_dir() / check_name(task_name, "task")  # a task name is one folder below the data dir
     return folder if folder.is_dir() else None
 
 
@@ -87,7 +96,7 @@ class LocalSourceMixin:
         return self.metadata.name
 
     def _digest(self, folder: Path) -> str:
-        return folder_sha256(folder)
+        return data_sha256(folder)
 
     def _read(self, folder: Path) -> Any:  # noqa: ANN401 -- the task's ``dataset``
         return TYPE_LOADERS[self.metadata.type](self, folder)

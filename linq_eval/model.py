@@ -67,14 +67,57 @@ def check_model_source(name_or_path: str) -> Path | None:
     return None
 
 
-def check_adapter(adapter: str | Path) -> Path:
-    """Validate a peft adapter directory before loading."""
+# adapter_config.json fields that peft reads and their JSON types; anything else is left to peft.
+_ADAPTER_FIELDS: dict[str, tuple[str, Any]] = {
+    "peft_type": ("a string", lambda v: isinstance(v, str) and v != ""),
+    "base_model_name_or_path": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "r": ("a whole number >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+    "lora_alpha": ("a positive number", lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0),
+    "lora_dropout": ("a number from 0 to 1", lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+                     and 0 <= v < 1),
+    "target_modules": ("a string, a list of strings or null",
+                       lambda v: v is None or isinstance(v, str) or (isinstance(v, list)
+                                                                     and all(isinstance(m, str) for m in v))),
+    "modules_to_save": ("a list of strings or null",
+                        lambda v: v is None or (isinstance(v, list) and all(isinstance(m, str) for m in v))),
+    "task_type": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "inference_mode": ("true or false", lambda v: isinstance(v, bool)),
+}
+
+
+def check_adapter(adapter: str | Path, *, allow_pickle: bool = False) -> Path:
+    """Validate a peft adapter directory before loading: its config's types and a safetensors weights file.
+
+    peft raises TypeErrors deep inside for a config with wrong types, and loads ``adapter_model.bin`` (a pickle,
+    which can run code) without asking; both are one line here, before any model loads.
+    """
+    from linq_eval.files import read_json_file
+
     path = Path(adapter).expanduser()
-    if not (path / "adapter_config.json").is_file():
+    config_path = path / "adapter_config.json"
+    if not config_path.is_file():
         raise LinqEvalError(
             f"adapter {path} is not a peft adapter directory (no adapter_config.json): "
             "give the directory that linq-train or peft's save_pretrained wrote"
         )
+    config = read_json_file(config_path)
+    if not isinstance(config, dict):
+        raise LinqEvalError(f"{config_path}: expected a JSON object (peft's adapter config): save the adapter again "
+                            "with peft's save_pretrained")
+    if "peft_type" not in config:
+        raise LinqEvalError(f"{config_path}: no peft_type: not a peft adapter config")
+    for key, (kind, ok) in _ADAPTER_FIELDS.items():
+        if key in config and not ok(config[key]):
+            raise LinqEvalError(f"{config_path}: {key} must be {kind}, got {json.dumps(config[key])[:60]}: save the "
+                                "adapter again with peft's save_pretrained")
+    if not (path / "adapter_model.safetensors").is_file():
+        if not (path / "adapter_model.bin").is_file():
+            raise LinqEvalError(f"adapter {path} has no adapter_model.safetensors: save the adapter again with "
+                                "peft's save_pretrained")
+        if not allow_pickle:
+            raise LinqEvalError(f"adapter {path} has only adapter_model.bin, a pickle (loading one can run code): "
+                                "pickles are refused unless allowed (allow_pickle=True); convert it to "
+                                "adapter_model.safetensors")
     return path
 
 
@@ -248,9 +291,13 @@ def build_model(
         raise LinqEvalError(f"dtype={dtype!r} is not supported: use one of {list(DTYPES)}")
     if max_length is not None and max_length < 2:
         raise LinqEvalError(f"max_length={max_length} is too small: give at least 2 tokens")
-    adapter_dir = check_adapter(adapter) if adapter is not None else None
+    adapter_dir = check_adapter(adapter, allow_pickle=allow_pickle) if adapter is not None else None
     source = resolve(name_or_path or default_model())
     local = check_model_source(source)
+    if local is not None and not allow_pickle and not any(Path(local).glob("*.safetensors")) \
+            and any(Path(local).glob("*.bin")):
+        raise LinqEvalError(f"{local} holds only pickled weights (*.bin): pickles are refused unless allowed "
+                            "(allow_pickle=True); convert them to safetensors")
     if revision is None and source == DEFAULT_MODEL:
         revision = DEFAULT_REVISION
 

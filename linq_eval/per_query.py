@@ -8,10 +8,11 @@ Both live in sibling trees of mteb's ``results/`` (whose loader would try to par
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
+
+from linq_eval.files import atomic_write_json, read_json_file
 
 logger = logging.getLogger(__name__)
 
@@ -40,20 +41,18 @@ def per_query_path(cache_path: Path, result_path: Path) -> Path:
 
 def read_per_query(path: str | Path) -> dict[str, float]:
     """The per-query scores of a result (first split; the default subset, or the only one)."""
-    scores = json.loads(Path(path).read_text())["scores"]
+    scores = read_json_file(path)["scores"]
     split = scores[sorted(scores)[0]]
     return split.get("default") or split[sorted(split)[0]]
 
 
 def write_retrieval_per_query(task: Any, predictions_file: Path, path: Path) -> Path:  # noqa: ANN401
     """Score every split/subset of a saved ranking and write the per-query file to ``path``."""
-    predictions = json.loads(predictions_file.read_text())
+    predictions = read_json_file(predictions_file)
     out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "task_name": task.metadata.name,
                            "metric": "ndcg_at_10", "scores": {}}
     for subset, splits in task.dataset.items():
         for split, data in splits.items():
             run = predictions[subset][split]
             out["scores"].setdefault(split, {})[subset] = retrieval_per_query(run, data["relevant_docs"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-    return path
+    return atomic_write_json(path, out)

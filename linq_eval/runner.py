@@ -6,13 +6,14 @@ finished tasks are skipped, so an interrupted run resumes.
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from linq_eval.errors import LinqEvalError
+from linq_eval.files import read_json_file
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTask
@@ -47,6 +48,9 @@ def get_task(name: str, *, task_type: str | None = None, purpose: str = "") -> A
     try:
         task = mteb.get_task(name)
     except KeyError:
+        from linq_eval.light_tasks import check_requested
+
+        check_requested([name])  # a light set whose manifest was refused: its own reason, not "unknown task"
         raise LinqEvalError(f"unknown task {name!r}: see `mteb available_tasks`, `linq-eval light list`, or ours in "
                             "linq_eval/collection_tasks.py") from None
     if task_type is not None and task.metadata.type != task_type:
@@ -65,8 +69,24 @@ def check_tasks(names: list[str], *, task_type: str | None = None, purpose: str 
 def _experiment(spec: RunSpec) -> dict[str, Any]:
     values = {"bits": spec.bits if spec.bits != 16 else None, "adapter": spec.adapter,
               "max_length": spec.max_length, "dtype": spec.dtype, "instructions": spec.instructions,
-              "instruction_overrides": dict(sorted(spec.overrides.items())) or None}
+              "instruction_overrides": dict(sorted(spec.overrides.items())) or None, **content_digests(spec)}
     return {k: v for k, v in values.items() if v is not None}
+
+
+def content_digests(spec: RunSpec) -> dict[str, str]:
+    """Short content digests of a local model directory and adapter: they enter the experiment name, so a
+    checkpoint rewritten in place gets a result folder of its own instead of its old scores."""
+    from linq_eval.checkpoint import content_sha256
+
+    out = {}
+    if spec.model and not spec.model.startswith("pypi:") and Path(spec.model).is_dir():
+        out["weights_sha256"] = content_sha256(Path(spec.model))[:DIGEST_CHARS]
+    if spec.adapter:
+        out["adapter_sha256"] = content_sha256(Path(spec.adapter))[:DIGEST_CHARS]
+    return out
+
+
+DIGEST_CHARS = 16  # 64 bits: collisions between checkpoints of one folder are not a practical concern
 
 
 def load_encoder(spec: RunSpec) -> LinqEncoder:
@@ -104,7 +124,7 @@ def _load_encoder(spec: RunSpec) -> LinqEncoder:
         return encoder
     key = {bits: name for name, bits in ENTRIES.items()}[spec.bits]
     kwargs = {"model": spec.model, "adapter": spec.adapter, "max_length": spec.max_length,
-              "instructions": spec.instructions, "dtype": spec.dtype}
+              "instructions": spec.instructions, "dtype": spec.dtype, **content_digests(spec)}
     encoder = mteb.get_model(key, device=spec.device, **{k: v for k, v in kwargs.items() if v is not None})
     if spec.overrides:
         from linq_eval.instructions import load_instructions
@@ -139,14 +159,15 @@ def check_stored_results(encoder: LinqEncoder, tasks: list[AbsTask], cache_folde
     import mteb
 
     from linq_eval.local_mteb import recorded_local_sha256
+    from linq_eval.result_store import readable_result
 
     cache = mteb.ResultCache(cache_folder)
     for task in tasks:
         local = getattr(task, "local_source", None)
         path = cache.get_task_result_path(task.metadata.name, encoder.mteb_model_meta)
-        if local is None or not path.is_file():
+        if local is None or not readable_result(path):
             continue
-        stored = recorded_local_sha256(json.loads(path.read_text()))
+        stored = recorded_local_sha256(read_json_file(path))
         if stored is None:
             logger.warning("%s: stored results do not record their data source; resuming over them", path)
         elif stored != local["sha256"]:
@@ -157,16 +178,22 @@ def check_stored_results(encoder: LinqEncoder, tasks: list[AbsTask], cache_folde
 
 
 def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overwrite: bool = False,
-        batch_size: int = 32, encoder: LinqEncoder | None = None,
-        show_progress: bool = True) -> Any:  # noqa: ANN401 -- mteb's ModelResult
-    """Evaluate ``spec`` on the tasks (with ``encoder`` when already loaded from it); returns mteb's ``ModelResult``."""
+        batch_size: int = 32, encoder: LinqEncoder | None = None, show_progress: bool = True,
+        on_reuse: Callable[[str, Path], None] | None = None) -> Any:  # noqa: ANN401 -- mteb's ModelResult
+    """Evaluate ``spec`` on the tasks (with ``encoder`` when already loaded from it); returns mteb's ``ModelResult``.
+
+    One task at a time, each staged and committed atomically under a per-task lock (``result_store``): a
+    kill loses at most the task in flight, a damaged stored result is recomputed, and a concurrent run on
+    the same folder waits and then reuses. ``on_reuse(task, path)`` is told of every stored result reused.
+    """
     import mteb
 
     from linq_eval.model import check_adapter
-    from linq_eval.per_query import sibling_path
-    from linq_eval.precision import check_bits
+    from linq_eval.precision import check_batch_size, check_bits, check_device
 
     check_bits(spec.bits)
+    check_batch_size(batch_size, "batch_size")
+    check_device(spec.device, "device")
     if spec.adapter:
         check_adapter(spec.adapter)
     tasks = check_tasks(task_names)
@@ -174,29 +201,71 @@ def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overw
     if not overwrite:
         check_stored_results(encoder, tasks, cache_folder)
     encoder.batch_size = batch_size
-    for task in tasks:  # loaded above only to check the data: mteb reloads it and records where it came from
-        task.unload_data()
     cache = mteb.ResultCache(cache_folder)
-    meta = encoder.mteb_model_meta
-    predictions = sibling_path(cache.cache_path, cache.get_task_result_path("_", meta), "predictions").parent
-    results = mteb.evaluate(encoder, tasks, cache=cache, overwrite_strategy="always" if overwrite else "only-missing",
-                            encode_kwargs={"batch_size": batch_size}, prediction_folder=predictions,
-                            show_progress_bar=show_progress)
-    _write_per_query(tasks, cache, meta, predictions)
-    return results
-
-
-def _write_per_query(tasks: list[AbsTask], cache: Any, meta: Any, predictions: Path) -> None:  # noqa: ANN401
-    """A per-query file for each retrieval result that does not have an up-to-date one."""
-    from linq_eval.per_query import per_query_path, write_retrieval_per_query
-
+    task_results = []
+    model_result = None
     for task in tasks:
-        result_path = cache.get_task_result_path(task.metadata.name, meta)
-        ranking = predictions / task.prediction_file_name
-        if task.metadata.type != "Retrieval" or not result_path.is_file() or not ranking.is_file():
-            continue
-        out = per_query_path(cache.cache_path, result_path)
-        if out.is_file() and out.stat().st_mtime >= result_path.stat().st_mtime:
-            continue
+        task.unload_data()  # loaded above only to check the data: mteb reloads it and records where it came from
+        one, reused = _run_task(encoder, task, cache, overwrite=overwrite, batch_size=batch_size,
+                                show_progress=show_progress)
+        if reused:
+            path = cache.get_task_result_path(task.metadata.name, encoder.mteb_model_meta)
+            (on_reuse or (lambda t, p: logger.info("%s: reusing the stored result %s", t, p)))(task.metadata.name, path)
+        model_result = model_result or one
+        task_results.extend(one.task_results)
+    return model_result.model_copy(update={"task_results": task_results})
+
+
+def _run_task(encoder: LinqEncoder, task: AbsTask, cache: Any, *, overwrite: bool, batch_size: int,  # noqa: ANN401
+              show_progress: bool) -> tuple[Any, bool]:  # noqa: ANN401 -- mteb's ModelResult
+    """Evaluate one task into a staging cache and commit it; (mteb's result, whether the stored one was reused)."""
+    import shutil
+
+    import mteb
+
+    from linq_eval.per_query import per_query_path, sibling_path
+    from linq_eval.result_store import commit, readable_result, staging_folder, task_lock
+
+    meta = encoder.mteb_model_meta
+    root = cache.cache_path
+    result_path = cache.get_task_result_path(task.metadata.name, meta)
+    with task_lock(root, result_path), staging_folder(root) as staged:
+        staged_cache = mteb.ResultCache(staged)
+        rel_result = result_path.relative_to(root)
+        rel_predictions = (sibling_path(root, result_path, "predictions").parent
+                           / task.prediction_file_name).relative_to(root)
+        before = None
+        if not overwrite and readable_result(result_path):  # mteb decides what is missing (splits, versions)
+            (staged / rel_result).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(result_path, staged / rel_result)
+            before = (staged / rel_result).read_bytes()
+            if (root / rel_predictions).is_file():
+                (staged / rel_predictions).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(root / rel_predictions, staged / rel_predictions)
+        result = mteb.evaluate(encoder, [task], cache=staged_cache,
+                               overwrite_strategy="always" if overwrite else "only-missing",
+                               encode_kwargs={"batch_size": batch_size},
+                               prediction_folder=(staged / rel_predictions).parent, show_progress_bar=show_progress)
+        reused = before is not None and (staged / rel_result).read_bytes() == before
+        if not reused:
+            rel_per_query = per_query_path(root, result_path).relative_to(root)
+            _write_per_query(task, staged / rel_predictions, staged / rel_per_query)
+            rel_meta = rel_result.parent / "model_meta.json"
+            commit(staged, root, [rel_predictions, rel_per_query, rel_meta, rel_result.parent / "run_settings.jsonl",
+                                  rel_result])
+        else:
+            _write_per_query(task, root / rel_predictions, per_query_path(root, result_path), result_path)
+    return result, reused
+
+
+def _write_per_query(task: AbsTask, ranking: Path, out: Path, result_path: Path | None = None) -> None:
+    """The per-query file of a retrieval result, unless an up-to-date one exists (newer than ``result_path``)."""
+    from linq_eval.per_query import write_retrieval_per_query
+
+    if task.metadata.type != "Retrieval" or not ranking.is_file():
+        return
+    if result_path is not None and out.is_file() and out.stat().st_mtime >= result_path.stat().st_mtime:
+        return
+    if not task.data_loaded:
         task.load_data()
-        write_retrieval_per_query(task, ranking, out)
+    write_retrieval_per_query(task, ranking, out)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from linq_eval.errors import LinqEvalError
 
@@ -19,7 +19,17 @@ logger = logging.getLogger(__name__)
 
 
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are refused (YAML's .inf/.nan would pass every "gt=0" and break thresholds silently)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:  # noqa: ANN401 -- any field
+        """A NUL character in a name or path would only fail deep inside the file system."""
+        texts = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(t, str) and "\x00" in t for t in texts):
+            raise ValueError("contains a NUL character: remove it")
+        return value
 
 
 class BeirSource(_Closed):
@@ -186,17 +196,49 @@ class RefineConfig(_Closed):
 
 
 
+def _unique_key_loader() -> type:
+    """yaml's SafeLoader, except that a key given twice in one mapping is an error (yaml keeps the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:  # noqa: ANN401 -- a yaml node
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, str | int | float | bool):
+                    continue  # unhashable keys: yaml's own error follows
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise LinqEvalError(f"{path}:{line}: not UTF-8: save the config as UTF-8") from None
+
+
 def _parse(path: Path) -> Any:  # noqa: ANN401 -- whatever the file holds
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     if path.suffix in {".yaml", ".yml"}:
         import yaml
 
         try:
-            return yaml.safe_load(text)
+            return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 -- a SafeLoader subclass
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f":{mark.line + 1}" if mark else ""
-            raise LinqEvalError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}): fix the file") from None
+            problem = str(getattr(exc, "problem", None) or exc).replace("\n", " ")
+            raise LinqEvalError(f"{path}{where}: not valid YAML ({problem}): fix the file") from None
+        except RecursionError:
+            raise LinqEvalError(f"{path}: nested too deeply: fix the file") from None
     if path.suffix == ".toml":
         import tomllib
 
@@ -204,12 +246,15 @@ def _parse(path: Path) -> Any:  # noqa: ANN401 -- whatever the file holds
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise LinqEvalError(f"{path}: not valid TOML ({exc}): fix the file") from None
+        except RecursionError:
+            raise LinqEvalError(f"{path}: nested too deeply: fix the file") from None
     raise LinqEvalError(f"{path}: unknown config format {path.suffix!r}: use .yaml, .yml or .toml")
 
 
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    key = key if key.isprintable() else repr(key)[1:-1]  # a user's key with a newline stays one line
     if error["type"] == "extra_forbidden":
         return f"unknown key '{key}': remove it or fix its spelling"
     if error["type"] == "missing":
@@ -239,7 +284,7 @@ def read_config(path: str | Path, schema: type[BaseModel], what: str, keys: str)
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        raise LinqEvalError(f"{path}: {_first_error(exc)}") from None
+        raise LinqEvalError(f"{path}: {_first_error(exc)}".replace("\n", " ").replace("\r", " ")) from None
 
 
 def load_config(path: str | Path) -> RefineConfig:

@@ -9,7 +9,6 @@ before any model loads.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Annotated, Literal
@@ -158,11 +157,17 @@ def load_fit_config(path: str | Path) -> FitConfig:
 # -- checks that read files (still before any model loads) ------------------------------------------------------
 def refined_tasks(data: str | Path) -> list[str]:
     """The task splits of a refined DatasetDict, from its ``dataset_dict.json`` (no data loaded)."""
+    from linq_eval.files import read_json_file
+
     index = Path(data).expanduser() / "dataset_dict.json"
     if not index.is_file():
         raise LinqEvalError(f"data {data} is not a refined DatasetDict (no dataset_dict.json): give the 'dataset' "
                             "folder that linq-train refine wrote (<output_dir>/dataset)")
-    return list(json.loads(index.read_text(encoding="utf-8"))["splits"])
+    content = read_json_file(index)
+    splits = content.get("splits") if isinstance(content, dict) else None
+    if not isinstance(splits, list) or not all(isinstance(s, str) for s in splits):
+        raise LinqEvalError(f"{index}: expected {{\"splits\": [task, ...]}}: run linq-train refine again")
+    return list(splits)
 
 
 UNION_TASK = "CollectionsUnionRetrieval"

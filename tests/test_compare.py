@@ -165,3 +165,38 @@ def test_pool_conflicts_can_be_overridden_with_a_warning() -> None:
         "ADIRetrieval-light was pooled with sentence-transformers/all-MiniLM-L6-v2 (pypi:all-MiniLM-L6-v2)"]
     with pytest.raises(LinqEvalError, match="--allow-pooled"):
         check(CompareSpec(systems=spec.systems, bits=[4, 16], tasks=["ADIRetrieval-light"]))
+
+
+def test_compare_is_an_error_when_every_precision_failed(tmp_path: Path) -> None:
+    """Before: exit 0 and an empty table when nothing could be compared. NaN weights fail at 16 and at 8 bits."""
+    from linq_eval.checkpoint import degraded_copy
+    from linq_eval.errors import EXIT_ERROR
+
+    nan = degraded_copy(MINILM, tmp_path / "nan-weights", noise=float("nan"))
+    out = tmp_path / "out"
+    result = run_cli("linq-eval", "compare", "--bits", "8", "16", "-m", str(nan), "-t", "ADIRetrieval", "--no-aa",
+                     "--output-folder", str(tmp_path / "mteb"), "--out", str(out))
+    assert result.returncode == EXIT_ERROR, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("linq-eval: error: all 2 precisions failed, nothing was compared") and "NaN" in line, line
+    report = json.loads((out / "compare.json").read_text())  # the failures are still on record
+    assert report["rows"] == [] and {p["status"] for p in report["precisions"]} == {"failed"}
+    assert "16 bits: failed" in (out / "compare.md").read_text()
+
+
+def test_compare_jobs_are_keyed_by_weights_content(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    """A model folder rewritten in place is a new job: its stored precision is never reused for it."""
+    import shutil
+
+    from linq_eval.compare import CompareSpec, _jobs, make_systems
+
+    model = tmp_path / "ckpt"
+    shutil.copytree(tiny_mistral_dir, model)
+    spec = CompareSpec(systems=make_systems([str(model)], None), bits=[16, 4], tasks=["ADIRetrieval"],
+                       out=str(tmp_path / "out"), aa=False)
+    before = [job for *_, job in _jobs(spec, {})]
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # same path and size, other content
+    after = [job for *_, job in _jobs(spec, {})]
+    assert [j.out for j in before] == [j.out for j in after]
+    assert all(b.digests["weights_sha256"] != a.digests["weights_sha256"] for b, a in zip(before, after, strict=True))

@@ -110,3 +110,98 @@ def test_devices_with_quantisation_is_refused_before_loading() -> None:
 
     with pytest.raises(LinqEvalError, match="--devices needs --bits 16"):
         load_encoder(RunSpec(model="/no/such/model", bits=4, devices=["cuda:0", "cuda:1"]))
+
+
+# -- the cut before tokenization (a 50 MB document was tokenized whole: 7 GB, 6x the time, same embedding) -------
+@pytest.fixture(scope="module")
+def tokenizers(minilm_dir: Path, smollm2_dir: Path) -> dict:
+    from transformers import AutoTokenizer
+
+    from linq_eval.model import append_eos
+
+    smol = AutoTokenizer.from_pretrained(smollm2_dir)
+    append_eos(smol)  # as build_model sets it up for last-token pooling
+    return {"MiniLM": AutoTokenizer.from_pretrained(minilm_dir), "SmolLM2": smol}
+
+
+@pytest.fixture(scope="module")
+def shipped_texts() -> list[str]:
+    """Every text of the shipped data as the encoder gets it: documents (text, and title + text), queries and
+    STS sentences."""
+    from linq_eval.local_data import read_beir, read_pairs
+    from tests.conftest import DATA
+
+    texts: list[str] = []
+    for folder in sorted(p for p in DATA.iterdir() if p.is_dir()):
+        if (folder / "corpus.jsonl").is_file():
+            data = read_beir(folder)
+            texts += [d["text"] for d in data.corpus.values()]
+            texts += [f"{d['title']} {d['text']}".strip() for d in data.corpus.values() if d["title"]]
+            texts += list(data.queries.values())
+        else:
+            columns = read_pairs(folder / "test.jsonl", float("-inf"), float("inf"))
+            texts += columns["sentence1"] + columns["sentence2"]
+    return texts
+
+
+# SmolLM2's longest token string is 81 characters (a run of '#'), so its first cut is far out and shipped texts
+# rarely reach it: a first guess of 8 characters a token (then verified, as always) makes it cut thousands.
+@pytest.mark.parametrize(("name", "runs"), [("MiniLM", [(64, None), (512, None)]),
+                                            ("SmolLM2", [(128, 8), (512, None)])])
+def test_the_cut_changes_no_input_ids_on_the_shipped_data(tokenizers: dict, shipped_texts: list[str],
+                                                          name: str, runs: list) -> None:
+    """Every shipped text, at several max lengths: a cut text truncates to exactly the ids of the whole text (an
+    uncut text is the same string object, so its ids cannot differ)."""
+    from linq_eval.encoder import bounded_texts
+
+    tokenizer = tokenizers[name]
+    cut_total = 0
+    for max_length, longest in runs:
+        cut = bounded_texts(shipped_texts, tokenizer, max_length, longest=longest)
+        changed = [i for i, (a, b) in enumerate(zip(shipped_texts, cut, strict=True)) if a is not b]
+        assert all(len(cut[i]) < len(shipped_texts[i]) for i in changed)
+        if not changed:
+            continue
+        whole = tokenizer([shipped_texts[i] for i in changed], truncation=True, max_length=max_length)["input_ids"]
+        after = tokenizer([cut[i] for i in changed], truncation=True, max_length=max_length)["input_ids"]
+        assert whole == after, max_length
+        cut_total += len(changed)
+    assert cut_total > 500  # the property was exercised, not vacuous
+
+
+def test_a_huge_document_reaches_the_tokenizer_bounded(minilm_dir: Path) -> None:
+    """A 20 MB document: the tokenizer never receives more than a bounded prefix, the token count stays at the
+    max length, and the embedding is that of the whole document (equal to a 200,000-character prefix's, which has
+    far more than 512 tokens)."""
+    import random
+
+    from linq_eval.local_data import read_beir
+    from tests.conftest import DATA
+
+    model = build_model(str(minilm_dir), device="cpu", dtype="float32")
+    words = " ".join(d["text"] for d in read_beir(DATA / "adi").corpus.values()).split()
+    rng = random.Random(0)
+    huge = " ".join(rng.choice(words) for _ in range(3_300_000))[:20_000_000]
+    assert len(huge) == 20_000_000
+
+    class Recorder:
+        """The real tokenizer, recording the longest string it is given."""
+
+        def __init__(self, tokenizer) -> None:
+            self.tokenizer, self.longest = tokenizer, 0
+
+        def __call__(self, texts, *args, **kwargs):
+            self.longest = max([self.longest, *(len(t) for t in texts)])
+            return self.tokenizer(texts, *args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.tokenizer, name)
+
+    recorder = RecordingModel(model)
+    recorder.tokenizer = Recorder(model.tokenizer)
+    encoder = LinqEncoder(recorder, show_progress=False)
+    out = encoder.encode_texts([huge, "a short text"], label="huge documents")
+    assert 0 < recorder.tokenizer.longest < 50_000 and max(len(t) for t in recorder.seen) < 50_000
+    assert encoder.usage["documents"]["tokens"] <= 2 * model.max_seq_length
+    reference = model.encode([huge[:200_000], "a short text"], normalize_embeddings=True)
+    np.testing.assert_allclose(out, reference, atol=1e-5)

@@ -21,6 +21,20 @@ def test_startup_imports_nothing_heavy() -> None:
     assert res.stdout.strip() == "[]"
     res = _python("import _linq_eval_hook; print(_linq_eval_hook.is_installed())")
     assert res.stdout.strip() == "True", "the .pth hook is not installed in this environment"
+    res = _python("import sys; print('_linq_eval_hook' in sys.modules)")
+    assert res.stdout.strip() == "False", "start-up imported the hook module before mteb was imported"
+
+
+def test_startup_hook_imports_no_module() -> None:
+    """The .pth line costs no import at all: the same modules as with the hook disabled (issue: it used to pull
+    importlib.abc, pathlib and tempfile, 94 modules instead of 33, into every Python process)."""
+    code = "import sys; print(' '.join(sorted(sys.modules)))"
+    with_hook, without = _python(code), _python(code, LINQ_EVAL_NO_HOOK="1")
+    assert with_hook.returncode == without.returncode == 0, with_hook.stderr + without.stderr
+    assert set(with_hook.stdout.split()) == set(without.stdout.split())
+    finders = "import sys; print(sum(bool(getattr(f, 'linq_eval_hook', False)) for f in sys.meta_path))"
+    assert _python(finders).stdout.strip() == "1"  # installed once, and waiting for mteb
+    assert _python(finders, LINQ_EVAL_NO_HOOK="1").stdout.strip() == "0"
 
 
 def test_import_linq_eval_is_light() -> None:

@@ -79,3 +79,23 @@ def test_bad_user_file(tmp_path) -> None:
         load_instructions(path)
     with pytest.raises(LinqEvalError, match="does not exist"):
         load_instructions(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b'{"tasks": {"SciFact": "caf\xe9"}}', r"bad.json:1: not UTF-8"),  # latin-1, not UTF-8
+    (json.dumps({"tasks": {}, "template": 5}).encode(), r"bad.json: instruction template 5 lacks"),
+    (json.dumps({"tasks": {}, "template": "{instruction} {0}"}).encode(), r"cannot be filled \(IndexError"),
+    (json.dumps({"tasks": {}, "template": "{instruction} {x}"}).encode(), r"cannot be filled \(KeyError"),
+    (json.dumps({"tasks": {}, "template": "{instruction} {"}).encode(), r"cannot be filled \(ValueError"),
+    (json.dumps({"tasks": {}, "task_types": ["Retrieval"]}).encode(), r'"task_types" must be a mapping'),
+    (json.dumps({"tasks": {"SciFact": 5}}).encode(), r"instruction for 'SciFact' must be a string, got 5"),
+    (json.dumps({"tasks": {"SciFact": None}}).encode(), r"must be a string, got null"),
+    (b"[" * 100_000, r"nested too deeply|not valid JSON"),
+])
+def test_bad_user_table_is_one_line(tmp_path, content: bytes, message: str) -> None:
+    """Before: UnicodeDecodeError, TypeError or (at encoding time) KeyError/IndexError tracebacks."""
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(LinqEvalError, match=message) as info:
+        load_instructions(path)
+    assert "\n" not in str(info.value)

@@ -16,9 +16,10 @@ from linq_eval.light_manifest import load_manifest, write_manifest
 from linq_eval.light_systems import System, task_data
 from linq_eval.light_tasks import register_light, write_descriptive_stats
 from linq_eval.light_validate import fidelity, light_scores, manifest_for, prepare
-from tests.conftest import DATA, run_cli
+from tests.conftest import DATA, REPO, run_cli
 
 MINILM = "pypi:all-MiniLM-L6-v2"
+REPO_LIGHT = REPO / "tasks_light"
 SPEC = BuildSpec("ADIRetrieval", queries=20, depth=10, retrievers=f"bm25,{MINILM}", seed=3)
 
 
@@ -255,3 +256,135 @@ def test_defaults_are_the_cheapest_configuration_meeting_the_targets_everywhere(
     assert (chosen["depth"], chosen["queries"], chosen["union_doc_reduction"]) == (30, 10**6, 10.0)
     assert choose_defaults(summary, min_queries=50)["queries"] == 50
     assert choose_defaults(summary, tau=0.75)["retrievers"] == "bm25,m"
+
+
+def _hostile(raw: dict, **changes: object) -> str:
+    """A manifest edited by hand with its checksum recomputed, as a hostile user would."""
+    import hashlib
+
+    from linq_eval.light_manifest import _canonical
+
+    body = {k: v for k, v in {**raw, **changes}.items() if k != "checksum"}
+    return _canonical({**body, "checksum": hashlib.sha256(_canonical(body).encode()).hexdigest()})
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"name": "../../x"}, r"name '../../x' is not 'ADIRetrieval-light'"),
+    ({"name": "/tmp/x-light"}, r"name '/tmp/x-light' is not"),
+    ({"source_task": "../ADIRetrieval", "name": "../ADIRetrieval-light"}, r"field 'source_task': '../ADIRetrieval'"),
+    ({"split": "../../../../tmp/evil"}, r"field 'split': '../../../../tmp/evil' is not a plain name"),
+    ({"split": "te\x00st"}, r"field 'split'"),
+    ({"subset": ".."}, r"field 'subset': '..' is not a plain name"),
+    ({"query_ids": ["1", "1"]}, r"field 'query_ids': holds '1' twice"),
+    ({"corpus_ids": []}, r"field 'corpus_ids': keeps no ids"),
+    ({"counts": {"queries": 20}}, r"counts lacks"),
+    ({"retrievers": [{"name": "x", "kind": "evil", "canonical": "x", "fingerprint": {}}]}, r"retrievers.0.kind"),
+])
+def test_a_hostile_manifest_with_a_valid_checksum_is_refused(adi_manifest_dir: Path, tmp_path: Path,
+                                                             changes: dict, message: str) -> None:
+    raw = json.loads((adi_manifest_dir / "ADIRetrieval-light.json").read_text())
+    bad = tmp_path / "ADIRetrieval-light.json"
+    bad.write_text(_hostile(raw, **changes))
+    with pytest.raises(LinqEvalError, match=message) as info:
+        load_manifest(bad)
+    assert "\n" not in str(info.value) and str(bad) in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b'"x"', b"\xff\xfe{}", b"[" * 100_000, b""])
+def test_a_manifest_that_is_not_an_object_is_one_line(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "ADIRetrieval-light.json"
+    bad.write_bytes(content)
+    with pytest.raises(LinqEvalError, match="rebuild it") as info:
+        load_manifest(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_names_from_the_command_line_cannot_leave_the_light_folder(tmp_path: Path) -> None:
+    from linq_eval.light_manifest import manifest_path
+    from linq_eval.light_tasks import stats_path
+
+    for name in ("../../etc/passwd", "/abs-light", "a/b-light", ".."):
+        with pytest.raises(LinqEvalError, match="is not a light set name"):
+            manifest_path(name, tmp_path)
+        with pytest.raises(LinqEvalError, match="is not a light set name"):
+            stats_path(name, tmp_path)
+
+
+def test_the_cli_refuses_a_traversal_manifest_and_writes_nothing_outside(adi_manifest_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    """Before: a manifest named ``../../x`` (checksum recomputed) registered as task ``../../x`` and `run` wrote
+    its result, per-query and model_meta files two folders above --output-folder."""
+    light = tmp_path / "light"
+    light.mkdir()
+    raw = json.loads((adi_manifest_dir / "ADIRetrieval-light.json").read_text())
+    (light / "ADIRetrieval-light.json").write_text(_hostile(raw, name="../../x", split="../../../../x"))
+    out = tmp_path / "a" / "b" / "out"
+    before = sorted(tmp_path.rglob("*"))
+    for task in ("ADIRetrieval-light", "../../x"):
+        result = run_cli("linq-eval", "run", "-m", MINILM, "-t", task, "--output-folder", str(out),
+                         env={"LINQ_LIGHT_DIR": str(light)})
+        assert result.returncode == 2, result.stderr
+        error = [line for line in result.stderr.splitlines() if "error:" in line]
+        assert len(error) == 1 and "unknown task" not in error[0], result.stderr
+        if task == "ADIRetrieval-light":  # the manifest's own reason
+            assert "ADIRetrieval-light.json" in error[0] and "field 'split'" in error[0], result.stderr
+        else:
+            assert "task '../../x' is not a task name" in error[0], result.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def _light_dir_with(tmp_path: Path, files: dict[str, str]) -> Path:
+    light = tmp_path / "light"
+    light.mkdir()
+    for name, text in files.items():
+        (light / name).write_text(text)
+    return light
+
+
+def test_two_manifests_claiming_one_name_are_refused_naming_both(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the later file silently shadowed the earlier one, so -t MedlineRetrieval-light could score ADI."""
+    from linq_eval.light_tasks import REJECTED, check_requested
+
+    shipped = (REPO_LIGHT / "MedlineRetrieval-light.json").read_text()
+    adi = json.loads((REPO_LIGHT / "ADIRetrieval-light.json").read_text())
+    light = _light_dir_with(tmp_path, {"MedlineRetrieval-light.json": shipped, "Old-light.json": shipped,
+                                       "Zzz-light.json": _hostile(adi, name="MedlineRetrieval-light")})
+    monkeypatch.setenv("LINQ_LIGHT_DIR", str(light))
+    try:
+        names = [c.metadata.name for c in register_light(light)]
+        assert "MedlineRetrieval-light" not in names
+        with pytest.raises(LinqEvalError, match=r"claimed by two manifests, .*MedlineRetrieval-light.json and "
+                                                r".*Old-light.json") as info:
+            check_requested(["MedlineRetrieval-light"])
+        assert "\n" not in str(info.value)
+        assert "is not 'ADIRetrieval-light'" in REJECTED["Zzz-light"]  # a name must be its source task's
+    finally:
+        monkeypatch.delenv("LINQ_LIGHT_DIR")
+        register_light()
+
+
+def test_a_split_the_source_task_does_not_evaluate_is_refused(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from linq_eval.light_tasks import check_requested
+
+    adi = json.loads((REPO_LIGHT / "ADIRetrieval-light.json").read_text())
+    light = _light_dir_with(tmp_path, {"ADIRetrieval-light.json": _hostile(adi, split="train")})
+    monkeypatch.setenv("LINQ_LIGHT_DIR", str(light))
+    try:
+        assert register_light(light) == []
+        with pytest.raises(LinqEvalError, match=r"split 'train' is not one of ADIRetrieval's evaluation splits"):
+            check_requested(["ADIRetrieval-light"])
+    finally:
+        monkeypatch.delenv("LINQ_LIGHT_DIR")
+        register_light()
+
+
+def test_light_files_are_written_atomically_inside_their_folder(adi_manifest_dir: Path, tmp_path: Path) -> None:
+    manifest = load_manifest(adi_manifest_dir / "ADIRetrieval-light.json")
+    out = tmp_path / "out"
+    path = write_manifest(manifest, out)
+    assert path == out / "ADIRetrieval-light.json" and [p.name for p in out.iterdir()] == [path.name]
+    with pytest.raises(LinqEvalError, match="not a light set name"):
+        write_manifest(manifest.model_copy(update={"name": "../escaped"}), out)  # model_copy skips validation
+    assert not (tmp_path / "escaped.json").exists()

@@ -10,7 +10,7 @@ import mteb
 import pytest
 
 from linq_eval.errors import LinqEvalError
-from linq_eval.local_data import folder_sha256
+from linq_eval.local_data import data_sha256
 from linq_eval.local_mteb import TYPE_LOADERS, LocalSourceMixin, recorded_local_sha256
 from linq_eval.runner import RunSpec, check_stored_results, check_tasks, load_encoder, run
 from tests.conftest import DATA, run_cli
@@ -49,7 +49,7 @@ def test_reproduces_published_minilm_scores(dtype: str, tmp_path: Path) -> None:
         assert abs(result.get_score() - published[result.task_name]) <= 0.001, result.task_name
     stored = sorted(tmp_path.rglob("STS16.json"))
     assert len(stored) == 1 and "sentence-transformers__all-MiniLM-L6-v2" in str(stored[0])
-    assert recorded_local_sha256(json.loads(stored[0].read_text())) == folder_sha256(DATA / "STS16")
+    assert recorded_local_sha256(json.loads(stored[0].read_text())) == data_sha256(DATA / "STS16")
 
 
 def test_task_without_local_copy_fails_offline_naming_the_variable() -> None:
@@ -82,6 +82,12 @@ def _rewrite_line(path: Path, number: int, text: str) -> None:
          r"test.jsonl:4: score 'high' is not a number"),
         (lambda p: p.write_text(""), r"test.jsonl is empty"),
         (lambda p: p.unlink(), r"test.jsonl is missing"),
+        # accepted before: True is 1.0 to float(), and a null sentence
+        (lambda p: _rewrite_line(p, 5, '{"sentence1": "a", "sentence2": "b", "score": true}\n'),
+         r"test.jsonl:5: score True is not a number"),
+        (lambda p: _rewrite_line(p, 6, '{"sentence1": null, "sentence2": "b", "score": 1.0}\n'),
+         r"test.jsonl:6: sentence1 must be a string, got NoneType"),
+        (lambda p: p.write_bytes(p.read_bytes() + b'{"sentence1": "\xe9"}\n'), r"test.jsonl:1187: not UTF-8"),
     ],
 )
 def test_bad_sts_files_are_one_clear_line(sts16_copy: Path, damage, message: str) -> None:
@@ -115,4 +121,13 @@ def test_mteb_run_sts16_with_the_linq_decoder_path(tiny_mistral_dir: Path, tmp_p
     assert len(files) == 1 and "Linq-AI-Research__Linq-Embed-Mistral" in str(files[0])
     data = json.loads(files[0].read_text())
     assert -1.0 <= data["scores"]["test"][0]["main_score"] <= 1.0
-    assert recorded_local_sha256(data) == folder_sha256(DATA / "STS16")
+    assert recorded_local_sha256(data) == data_sha256(DATA / "STS16")
+
+
+def test_a_task_name_that_is_not_a_folder_name_never_reaches_the_data_dir() -> None:
+    from linq_eval.local_mteb import local_folder
+
+    assert local_folder("STS16") is not None
+    for name in ("../STS16", "/etc", "STS16/../../x", ""):
+        with pytest.raises(LinqEvalError, match="is not a task name"):
+            local_folder(name)

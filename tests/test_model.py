@@ -198,3 +198,82 @@ def test_describe_is_json_safe(smol) -> None:
     info = describe(smol)
     json.dumps(info)
     assert info["pooling"] == "lasttoken" and info["max_length"] == 64
+
+
+@pytest.fixture(scope="module")
+def saved_adapter(tiny_mistral_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _save_adapter(tiny_mistral_dir, tmp_path_factory.mktemp("adapter") / "adapter")
+
+
+def _adapter_copy(saved: Path, out: Path) -> Path:
+    import shutil
+
+    shutil.copytree(saved, out)
+    return out
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: b"{garbage", "not valid JSON"),
+    (lambda c: b"\xff\xfe\x00", "not UTF-8"),
+    (lambda c: b"[1, 2]", "expected a JSON object"),
+    (lambda c: json.dumps({k: v for k, v in c.items() if k != "peft_type"}).encode(), "no peft_type"),
+    (lambda c: json.dumps({**c, "r": "four"}).encode(), 'r must be a whole number >= 1, got "four"'),
+    (lambda c: json.dumps({**c, "r": True}).encode(), "r must be a whole number >= 1, got true"),
+    (lambda c: json.dumps({**c, "lora_alpha": None}).encode(), "lora_alpha must be a positive number"),
+    (lambda c: json.dumps({**c, "target_modules": 5}).encode(), "target_modules must be a string, a list"),
+    (lambda c: json.dumps({**c, "base_model_name_or_path": ["x"]}).encode(), "base_model_name_or_path must be"),
+])
+def test_a_damaged_adapter_config_is_one_line_before_loading(saved_adapter: Path, tiny_mistral_dir: Path,
+                                                             tmp_path: Path, edit, message: str) -> None:
+    """Before: peft raised a TypeError (or a JSON traceback) after the base model had loaded."""
+    adapter = _adapter_copy(saved_adapter, tmp_path / "adapter")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_bytes(edit(config))
+    with pytest.raises(LinqEvalError, match=message) as info:
+        build_model(str(tiny_mistral_dir), adapter=adapter, device="cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_a_pickled_adapter_is_refused_unless_allowed(saved_adapter: Path, tiny_mistral_dir: Path,
+                                                     tmp_path: Path) -> None:
+    """Before: peft loaded adapter_model.bin (a pickle) silently, although pickled model weights are refused."""
+    from safetensors.torch import load_file
+
+    adapter = _adapter_copy(saved_adapter, tmp_path / "adapter")
+    torch.save(load_file(adapter / "adapter_model.safetensors"), adapter / "adapter_model.bin")
+    (adapter / "adapter_model.safetensors").unlink()
+    with pytest.raises(LinqEvalError, match="only adapter_model.bin, a pickle .*pickles are refused unless "
+                                            "allowed") as info:
+        build_model(str(tiny_mistral_dir), adapter=adapter, device="cpu")
+    assert "offline" not in str(info.value)
+    tuned = build_model(str(tiny_mistral_dir), adapter=adapter, device="cpu", allow_pickle=True)
+    reference = build_model(str(tiny_mistral_dir), adapter=saved_adapter, device="cpu")
+    np.testing.assert_allclose(tuned.encode(TEXTS[:2]), reference.encode(TEXTS[:2]), atol=1e-5)
+    (adapter / "adapter_model.bin").unlink()
+    with pytest.raises(LinqEvalError, match="has no adapter_model.safetensors"):
+        build_model(str(tiny_mistral_dir), adapter=adapter, device="cpu")
+
+
+def test_pickled_model_weights_are_refused_by_name(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    """Only *.bin weights: say that pickles are refused, rather than blaming the offline hub."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    model = tmp_path / "pickled"
+    shutil.copytree(tiny_mistral_dir, model)
+    torch.save(load_file(model / "model.safetensors"), model / "pytorch_model.bin")
+    (model / "model.safetensors").unlink()
+    with pytest.raises(LinqEvalError, match="pickles are refused"):
+        build_model(str(model))
+
+
+def test_library_run_checks_batch_size_and_device_before_loading(tmp_path: Path) -> None:
+    from linq_eval.runner import RunSpec, run
+
+    with pytest.raises(LinqEvalError, match="batch"):
+        run(RunSpec(model="pypi:all-MiniLM-L6-v2"), ["ADIRetrieval"], tmp_path, batch_size=0)
+    with pytest.raises(LinqEvalError, match="device"):
+        run(RunSpec(model="pypi:all-MiniLM-L6-v2", device="tpu:7"), ["ADIRetrieval"], tmp_path)
+    assert not (tmp_path / "results").exists()

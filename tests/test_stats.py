@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,7 +87,99 @@ def test_bad_scores_are_refused(a, b) -> None:
         stats.permutation_pvalue(a, b)
 
 
-def test_importing_stats_loads_no_torch() -> None:
-    code = "import sys, linq_eval.stats; print('torch' in sys.modules)"
+def test_importing_stats_and_the_gate_rule_loads_neither_torch_nor_mteb() -> None:
+    code = ("import sys, linq_eval.stats, linq_eval.gate_rule; "
+            "print(sorted(m for m in ('torch', 'mteb', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "False", out.stderr
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+# -- the BCa and studentized intervals (the gate's) ----------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _stored_per_query(task: str) -> np.ndarray:
+    """Real per-query nDCG@10 of all-MiniLM-L6-v2, from the project's stored CI baseline."""
+    baseline = json.loads((REPO / "results" / "baselines" / "minilm-ci.json").read_text())
+    return np.array(list(baseline["tasks"][task]["per_query"].values()))
+
+
+def test_bca_on_one_task_is_scipys_bca() -> None:
+    """On one stratum, our stratified BCa is scipy's (up to resampling noise); the percentile one is not."""
+    d = np.random.default_rng(0).exponential(1.0, 40) ** 2  # strongly skewed: BCa moves both ends up
+    zero = np.zeros_like(d)
+    ref = scipy_stats.bootstrap((d,), np.mean, n_resamples=20_000, method="BCa", random_state=1).confidence_interval
+    _, low, high = stats.stratified_macro_ci({"t": (d, zero)}, n_resamples=20_000, method="bca")
+    width = ref.high - ref.low
+    assert abs(low - ref.low) < 0.03 * width and abs(high - ref.high) < 0.06 * width  # the tails' resampling noise
+    _, p_low, p_high = stats.stratified_macro_ci({"t": (d, zero)}, n_resamples=20_000, method="percentile")
+    assert p_low < low - 0.03 * width and p_high < high - 0.15 * width  # percentile misses the long right tail
+
+
+def test_interval_methods_agree_on_symmetric_data_and_are_checked() -> None:
+    pairs = {"t1": _pair(400, 0.02, noise=0.05), "t2": _pair(300, 0.0, noise=0.05)}
+    bounds = {m: stats.stratified_macro_ci(pairs, n_resamples=4000, method=m) for m in stats.INTERVAL_METHODS}
+    for estimate, low, high in bounds.values():
+        assert low < estimate < high
+        assert high - low == pytest.approx(bounds["percentile"][2] - bounds["percentile"][1], rel=0.1)
+    same = RNG.uniform(0, 1, 30)
+    assert stats.stratified_macro_ci({"t": (same + 0.1, same)}, method="bca") == pytest.approx((0.1, 0.1, 0.1))
+    with pytest.raises(ValueError, match="method"):
+        stats.stratified_macro_ci(pairs, method="basic")  # type: ignore[arg-type]
+
+
+def _tail_misses(populations: list[np.ndarray], sizes: list[int], sims: int, seed: int) -> dict[str, np.ndarray]:
+    """How often each method's 95% interval lies wholly above (low > truth) or below (high < truth) the truth.
+
+    Each simulated gate draws every task's queries again from its population (the task's real or constructed
+    per-query differences), so the truth is the macro mean of the populations' means.
+    """
+    rng = np.random.default_rng(seed)
+    truth = float(np.mean([p.mean() for p in populations]))
+    misses = {m: np.zeros(2) for m in ("bca", "percentile")}
+    for sim in range(sims):
+        pairs = {}
+        for i, (population, n) in enumerate(zip(populations, sizes, strict=True)):
+            d = population[rng.integers(0, population.size, n)]
+            pairs[f"t{i}"] = (d, np.zeros(n))
+        for method, count in misses.items():
+            _, low, high = stats.stratified_macro_ci(pairs, n_resamples=1000, seed=sim, method=method)
+            count += (low > truth, high < truth)
+    return {m: v / sims for m, v in misses.items()}
+
+
+def test_bca_tails_are_closer_to_nominal_than_percentile_on_few_skewed_queries() -> None:
+    """Simulated 95% intervals at 30-35 queries (the small shipped light sets), each tail nominally 2.5%.
+
+    A checkpoint that breaks a few queries badly and leaves the rest alone gives left-skewed differences: the
+    percentile interval then sits too high (its lower end above the truth ~9% of the time: the side on which a
+    real regression passes the gate); BCa roughly halves that. Also on real scores (1 - the stored baseline's
+    per-query nDCG@10 on LegalBench, right-skewed) and on a two-task macro.
+    """
+    rng = np.random.default_rng(5)
+    breaks = np.where(rng.random(200) < 0.3, -rng.exponential(0.15, 200), 0.0)  # most queries unchanged
+    real = 1 - _stored_per_query("LegalBenchCorporateLobbying")
+    scenarios = [([breaks], [30]), ([real], [30]), ([breaks, breaks * 0.5], [30, 35])]
+    error = {"bca": 0.0, "percentile": 0.0}
+    for i, (populations, sizes) in enumerate(scenarios):
+        misses = _tail_misses(populations, sizes, sims=500, seed=i)
+        for method, tails in misses.items():
+            error[method] += float(np.abs(tails - 0.025).sum())
+        if i == 0:  # the regression-passes side
+            assert misses["bca"][0] < misses["percentile"][0] - 0.02, misses
+    assert error["bca"] < 0.6 * error["percentile"], error
+
+
+def test_studentized_interval_covers_and_is_wider_on_skewed_data() -> None:
+    rng = np.random.default_rng(7)
+    d = np.where(rng.random(30) < 0.3, -rng.exponential(0.15, 30), 0.0)
+    pairs = {"t": (d, np.zeros(30))}
+    _, p_low, p_high = stats.stratified_macro_ci(pairs, n_resamples=4000, method="percentile")
+    estimate, low, high = stats.stratified_macro_ci(pairs, n_resamples=4000, method="studentized")
+    assert low < estimate < high and high - low > p_high - p_low
+
+
+def test_finite_or_none_makes_strict_json() -> None:
+    record = {"a": float("nan"), "b": [1.0, float("inf")], "c": (2, {"d": -float("inf")}), "e": "x"}
+    assert json.dumps(stats.finite_or_none(record), allow_nan=False) == (
+        '{"a": null, "b": [1.0, null], "c": [2, {"d": null}], "e": "x"}')

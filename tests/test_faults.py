@@ -1,0 +1,175 @@
+"""Faults during `linq-eval run`: kills at the write and at random points, damaged stored results, concurrent
+runs, checkpoints rewritten in place. A resumed run must give the scores and files of an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+TASKS = ["ADIRetrieval", "BIOSSES"]  # a retrieval task (per-query files too) and an STS task
+RUN = ["-t", *TASKS, "--dtype", "float32", "--batch-size", "16"]
+
+
+def _cli(model: Path, cache: Path, *extra: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "linq-eval"), "run", "-m", str(model), *RUN, "--output-folder",
+            str(cache), *extra]
+
+
+def _scores(cache: Path) -> dict[str, float]:
+    """Task -> main score, and task -> per-query scores, from the files a run left."""
+    out: dict[str, float] = {}
+    for path in sorted((cache / "results").rglob("*.json")):
+        if path.name in {"model_meta.json"}:
+            continue
+        data = json.loads(path.read_text())
+        out[data["task_name"]] = data["scores"]["test"][0]["main_score"]
+    for path in sorted((cache / "per_query").rglob("*.json")):
+        data = json.loads(path.read_text())
+        out[f"{data['task_name']}/per_query"] = data["scores"]["test"]["default"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_mistral_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
+    cache = tmp_path_factory.mktemp("uninterrupted")
+    res = subprocess.run(_cli(tiny_mistral_dir, cache), capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    scores = _scores(cache)
+    assert set(TASKS) <= set(scores)
+    return scores
+
+
+KILL_AT_WRITE = """
+import os, signal, sys
+import linq_eval.result_store as store
+real = os.replace
+def replace(src, dst, *a, **k):
+    if str(dst).endswith({target!r}):
+        {action}
+    return real(src, dst, *a, **k)
+store.os.replace = replace
+from linq_eval.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("target", ["ADIRetrieval.json", "ADIRetrieval_predictions.json", "run_settings.jsonl"])
+def test_kill_at_the_write_then_resume(tiny_mistral_dir: Path, tmp_path: Path, reference: dict, target: str) -> None:
+    """A real run SIGKILLed at the moment it commits a file; the next run completes with identical scores."""
+    cache = tmp_path / "cache"
+    code = KILL_AT_WRITE.format(target=target, action="os.kill(os.getpid(), signal.SIGKILL)")
+    args = ["run", "-m", str(tiny_mistral_dir), *RUN, "--output-folder", str(cache)]
+    killed = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert killed.returncode == -signal.SIGKILL
+    for path in cache.rglob("*.json"):  # nothing half-written is left where a reader looks
+        json.loads(path.read_text())
+    resumed = run_cli("linq-eval", "run", "-m", str(tiny_mistral_dir), *RUN, "--output-folder", str(cache))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _scores(cache) == reference
+    assert not list((cache / ".staging").iterdir())
+
+
+def test_damaged_stored_result_is_recomputed_with_a_warning(tiny_mistral_dir: Path, tmp_path: Path,
+                                                             reference: dict) -> None:
+    """A 0-byte result (mteb's own CLI writes in place; a kill there leaves one) is missing, not a crash."""
+    cache = tmp_path / "cache"
+    first = run_cli("linq-eval", "run", "-m", str(tiny_mistral_dir), *RUN, "--output-folder", str(cache))
+    assert first.returncode == 0, first.stderr[-3000:]
+    (damaged,) = [p for p in (cache / "results").rglob("ADIRetrieval.json")]
+    damaged.write_bytes(b"")
+    (cut,) = [p for p in (cache / "results").rglob("BIOSSES.json")]
+    cut.write_text(cut.read_text()[:100])
+    again = run_cli("linq-eval", "run", "-m", str(tiny_mistral_dir), *RUN, "--output-folder", str(cache))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "unreadable" in again.stderr and "Traceback" not in again.stderr
+    assert _scores(cache) == reference
+
+
+def test_rerun_says_it_reuses_stored_results(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    args = ("linq-eval", "run", "-m", str(tiny_mistral_dir), "-t", "ADIRetrieval", "--output-folder", str(cache))
+    assert "reused" not in run_cli(*args).stderr
+    again = run_cli(*args)
+    assert again.returncode == 0 and "ADIRetrieval: stored result reused" in again.stderr
+
+
+def test_checkpoint_rewritten_in_place_is_evaluated_afresh(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    """Results are keyed by the weights' content: new weights in the same folder never get the old score."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "ckpt"
+    shutil.copytree(tiny_mistral_dir, model)
+    cache = tmp_path / "cache"
+    args = ("linq-eval", "run", "-m", str(model), "-t", "ADIRetrieval", "--output-folder", str(cache),
+            "--dtype", "float32")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    weights = model / "model.safetensors"
+    state = load_file(weights)
+    torch.manual_seed(1)
+    save_file({k: torch.randn_like(v) for k, v in state.items()}, weights)  # same path, new content
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "reused" not in second.stderr
+    results = sorted((cache / "results").rglob("ADIRetrieval.json"))
+    assert len(results) == 2  # one experiment folder per weights digest
+    scores = {json.loads(p.read_text())["scores"]["test"][0]["main_score"] for p in results}
+    assert len(scores) == 2
+
+
+def test_concurrent_runs_on_one_folder_do_the_work_once(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    procs = [subprocess.Popen(_cli(tiny_mistral_dir, cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    reused = sum(o[1].count("stored result reused") for o in outs)
+    assert reused == len(TASKS)  # every task computed by one run and reused by the other
+    for path in cache.rglob("*.json"):
+        json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kill_at_random_points_then_resume(tiny_mistral_dir: Path, tmp_path: Path, reference: dict,
+                                           seed: int) -> None:
+    """SIGKILL a multi-task run after a random delay (up to a whole run's length), resume, compare everything."""
+    cache = tmp_path / "cache"
+    delay = random.Random(seed).uniform(2.0, 25.0)
+    proc = subprocess.Popen(_cli(tiny_mistral_dir, cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + delay
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    resumed = run_cli("linq-eval", "run", "-m", str(tiny_mistral_dir), *RUN, "--output-folder", str(cache))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _scores(cache) == reference
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen(_cli(tiny_mistral_dir, tmp_path / "cache"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the interrupt")
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err

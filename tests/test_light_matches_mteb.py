@@ -1,0 +1,70 @@
+"""The light validator scores a system exactly as mteb's evaluation does, on every shipped task.
+
+Its full-task per-query scores come from its own cosine matrix (so hundreds of light corpora can be scored
+without re-encoding); they must equal the per-query scores of the same system evaluated by mteb
+(`linq-eval run`, mteb's search and pytrec_eval). all-MiniLM-L6-v2 cut to 16 tokens keeps this affordable
+on a CPU; titles come first in every document text, so a lost title still shows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mteb
+import numpy as np
+import pytest
+
+from linq_eval.light_systems import System
+from linq_eval.light_validate import prepare
+from linq_eval.runner import RunSpec, run
+
+MINILM = "pypi:all-MiniLM-L6-v2"
+SYSTEM = System("minilm-16tok", MINILM, max_length=16)
+REPO = Path(__file__).resolve().parents[1]
+# the source task of every shipped light set
+TASKS = sorted(json.loads(p.read_text())["source_task"] for p in (REPO / "tasks_light").glob("*-light.json"))
+
+
+@pytest.fixture(scope="module")
+def mteb_per_query(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
+    cache = tmp_path_factory.mktemp("mteb-cache")
+    run(RunSpec(model=MINILM, max_length=16, dtype="float32"), TASKS, cache, show_progress=False)
+    out = {}
+    for path in (cache / "per_query").rglob("*.json"):
+        data = json.loads(path.read_text())
+        out[data["task_name"]] = data["scores"]["test"]["default"]
+    return out
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_validator_per_query_scores_equal_mtebs(task: str, mteb_per_query: dict) -> None:
+    panel = prepare(mteb.get_task(task), panel=(SYSTEM,), pool_refs=())
+    ours = panel.full[SYSTEM.name]
+    theirs = {q: s for q, s in mteb_per_query[task].items() if q in ours}
+    assert set(ours) == set(theirs)
+    diffs = np.array([ours[q] - theirs[q] for q in ours])
+    assert np.abs(diffs).max() < 1e-6, f"{task}: {int((np.abs(diffs) >= 1e-6).sum())} queries differ"
+
+
+def test_every_shipped_task_is_covered() -> None:
+    assert len(TASKS) == 9 and "CollectionsUnionRetrieval" in TASKS and "CACMRetrieval" in TASKS
+
+
+def test_damaged_embedding_cache_is_detected_and_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """What two processes writing one mteb embedding cache do (each saves its own index over the other's, so
+    texts point at other texts' vectors) is caught by the spot check, and the cache is rebuilt."""
+    from linq_eval.light_systems import DenseScorer, task_data
+
+    monkeypatch.setenv("LINQ_EMBEDDING_CACHE", str(tmp_path))
+    data = task_data(mteb.get_task("ADIRetrieval"))
+    clean = DenseScorer(SYSTEM, data).scores
+    (index_file,) = [p for p in tmp_path.rglob("index.json") if "_documents" in p.parts]
+    index = json.loads(index_file.read_text())
+    n = len(index)
+    index_file.write_text(json.dumps({h: (i + 1) % n for h, i in index.items()}))  # every text -> a neighbour's
+    with caplog.at_level("WARNING"):
+        again = DenseScorer(SYSTEM, data).scores
+    assert "does not match fresh encodes" in caplog.text
+    np.testing.assert_allclose(again, clean, atol=1e-6)
