@@ -9,7 +9,7 @@ It is a top-level module, not part of ``linq_eval``, so that even then our packa
 import system only needs ``find_spec`` / ``create_module`` / ``exec_module``. Nothing here may ever raise into
 the host process (a failure becomes a warning).
 Set ``LINQ_EVAL_NO_HOOK=1`` to disable the start-up hook; ``import linq_eval``, ``linq-mteb`` and
-``linq_eval.register()`` still register then.
+``linq_eval.registry()`` still register then.
 """
 
 import os
@@ -32,7 +32,7 @@ def _register_quietly() -> None:
         return
     _state["running"] = True
     try:
-        from linq_eval.register import register
+        from linq_eval.registry import register
 
         register()
         _state["registered"] = True

@@ -62,7 +62,7 @@ def matmul_peak(dtype_name: str, reps: int = 5) -> float:
 
 
 def sample_texts(n_short: int, n_long: int, seed: int) -> list[str]:
-    from linq_eval.local_data import data_dir, read_beir
+    from linq_eval.core.local_data import data_dir, read_beir
 
     rng = random.Random(seed)
     short = []
@@ -120,9 +120,9 @@ def main() -> None:  # noqa: PLR0915 -- a linear script
     import torch
     from mteb.models.instruct_wrapper import InstructSentenceTransformerModel
 
-    from linq_eval.encoder import LinqEncoder
-    from linq_eval.model import build_model
-    from linq_eval.offline_models import resolve
+    from linq_eval.models.build import build_model
+    from linq_eval.models.encoder import LinqEncoder
+    from linq_eval.models.references import resolve
 
     torch.manual_seed(0)
     path = resolve("pypi:SmolLM2-135M")

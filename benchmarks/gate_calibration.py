@@ -47,8 +47,8 @@ def light_per_query(only: list[str] | None = None) -> dict[str, dict[str, dict[s
     """light set -> system -> query -> nDCG@10, for the systems of PAIRS, on every shipped light set (or ``only``)."""
     import mteb
 
-    from linq_eval.light_manifest import available, load_manifest, manifest_path
-    from linq_eval.light_validate import PANEL, light_scores, prepare
+    from linq_eval.core.light_manifest import available, load_manifest, manifest_path
+    from linq_eval.light.validate import PANEL, light_scores, prepare
 
     wanted = {name for pair in PAIRS.values() for name in pair}
     panel = tuple(s for s in PANEL if s.name in wanted)
@@ -67,7 +67,7 @@ def simulate(tasks: dict[str, np.ndarray], base: dict[str, np.ndarray], shift: f
              rules: list[Any], seed: int) -> list[dict[str, float]]:
     """Verdict rates of ``sims`` gates under each rule: per task, n queries resampled; candidate = baseline +
     centred d + shift. Every rule decides the same resampled gates."""
-    from linq_eval.gate_rule import decide
+    from linq_eval.core.gate_rule import decide
 
     rng = np.random.default_rng(seed)
     counts = [{"PASS": 0, "FAIL": 0, "CANNOT DECIDE": 0} for _ in rules]
@@ -84,8 +84,8 @@ def simulate(tasks: dict[str, np.ndarray], base: dict[str, np.ndarray], shift: f
 
 def calibrate(scores: dict[str, dict[str, dict[str, float]]], groups: dict[str, list[str]], sims: int, delta: float,
               sims_needed: int, methods: list[str], seed: int = 0) -> list[dict[str, Any]]:
-    from linq_eval.gate_rule import GateRule
-    from linq_eval.stats import queries_needed
+    from linq_eval.core.gate_rule import GateRule
+    from linq_eval.core.stats import queries_needed
 
     rules = [GateRule(delta=delta, n_resamples=1000, seed=seed, method=m) for m in methods]  # type: ignore[arg-type]
     rows = []
@@ -141,9 +141,9 @@ def check_targets(rows: list[dict[str, Any]], methods: list[str]) -> dict[str, d
 
 def real_aa(delta: float) -> list[dict[str, Any]]:
     """The gate on real A/A reruns stored by ``linq-eval compare`` (same checkpoint, batch 7 vs 32)."""
-    from linq_eval.files import read_json_file
-    from linq_eval.gate_rule import GateRule, decide
-    from linq_eval.per_query import read_per_query
+    from linq_eval.core.files import read_json_file
+    from linq_eval.core.gate_rule import GateRule, decide
+    from linq_eval.core.per_query import read_per_query
 
     rows = []
     for folder in (REPO / "results" / "compare", REPO / "results" / "compare" / "adi"):
@@ -171,9 +171,9 @@ def real_aa(delta: float) -> list[dict[str, Any]]:
 
 
 def main() -> int:
-    from linq_eval.files import atomic_write_json
-    from linq_eval.light_manifest import available
-    from linq_eval.stats import INTERVAL_METHODS, finite_or_none
+    from linq_eval.core.files import atomic_write_json
+    from linq_eval.core.light_manifest import available
+    from linq_eval.core.stats import INTERVAL_METHODS, finite_or_none
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sims", type=int, default=400)

@@ -43,7 +43,7 @@ TOLERANCE = 0.001
 def reproduce(tasks: list[str], dtype: str | None) -> list[dict]:
     import mteb
 
-    from linq_eval.runner import RunSpec, check_tasks, load_encoder
+    from linq_eval.evaluation.runner import RunSpec, check_tasks, load_encoder
 
     loaded = check_tasks(tasks)
     encoder = load_encoder(RunSpec(model="pypi:all-MiniLM-L6-v2", dtype=dtype))
@@ -62,7 +62,7 @@ def reproduce(tasks: list[str], dtype: str | None) -> list[dict]:
 
 def run_linq_stand_in(tasks: list[str], model: str, cache: str) -> list[dict]:
     """The same tasks through the Linq path (last-token pooling, EOS, instructions on both STS sides)."""
-    from linq_eval.runner import RunSpec, run
+    from linq_eval.evaluation.runner import RunSpec, run
 
     results = run(RunSpec(model=model), tasks, cache)
     return [{"task": r.task_name, "score": round(float(r.get_score()), 5)} for r in results.task_results]

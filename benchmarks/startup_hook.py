@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from linq_eval.files import atomic_write_json
+from linq_eval.core.files import atomic_write_json
 
 RUNS = 40
 

@@ -2,7 +2,7 @@
 
 all-MiniLM-L6-v2 (configs/fit_minilm.yaml) and the SmolLM2-135M decoder (configs/fit_smollm2.yaml) are fine-tuned
 with LoRA on the data ``linq-train refine configs/refine_local.yaml`` wrote (CACM, Cranfield, LISA, Vaswani) and
-evaluated through ``linq_eval.runner.run`` (mteb) on held-out collections, full and light. MiniLM variants:
+evaluated through ``linq_eval.evaluation.runner.run`` (mteb) on held-out collections, full and light. MiniLM variants:
 
 - ``homogeneous``: stage 1 of the config (task-homogeneous batches, proportional schedule, 1 hard negative);
 - ``homogeneous+mixed``: stage 2 (mixed-task batches) started from stage 1's adapter: the config as it is;
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from linq_eval.stats import bootstrap_ci, holm, permutation_pvalue, stratified_macro_ci
+from linq_eval.core.stats import bootstrap_ci, holm, permutation_pvalue, stratified_macro_ci
 
 logger = logging.getLogger("train_demo")
 REPO = Path(__file__).resolve().parents[1]
@@ -58,8 +58,8 @@ SMOLLM2_EVAL_LENGTH = 64
 
 def _unfiltered_data(work: Path) -> str:
     """The refine_local data with the teacher filter off, reusing the finished run's expensive stages."""
-    from linq_train.config import RefineConfig
-    from linq_train.refine import refine
+    from linq_train.refine.config import RefineConfig
+    from linq_train.refine.pipeline import refine
 
     raw = yaml.safe_load((REPO / "configs" / "refine_local.yaml").read_text())
     done = REPO / raw["output_dir"]
@@ -99,8 +99,8 @@ def _minilm_variants(work: Path, unfiltered: str) -> dict[str, tuple[dict, str]]
 
 
 def _train(cfg: dict) -> dict[str, Any]:
-    from linq_train.fit import fit
-    from linq_train.fit_config import FitConfig
+    from linq_train.fit.config import FitConfig
+    from linq_train.fit.train import fit
 
     start = time.perf_counter()
     result = fit(FitConfig.model_validate(cfg), report=lambda line: logger.info("%s: %s", cfg["name"], line),
@@ -114,8 +114,8 @@ def _train(cfg: dict) -> dict[str, Any]:
 
 def _evaluate(model: str, adapter: str | None, tasks: list[str], cache: Path, max_length: int) -> dict[str, Any]:
     """Main scores and per-query nDCG@10 per task (runner.run: mteb, its cache and the per-query files)."""
-    from linq_eval.per_query import read_per_query
-    from linq_eval.runner import RunSpec, run
+    from linq_eval.core.per_query import read_per_query
+    from linq_eval.evaluation.runner import RunSpec, run
 
     start = time.perf_counter()
     result = run(RunSpec(model=model, adapter=adapter, max_length=max_length), tasks, cache, batch_size=32)

@@ -13,14 +13,14 @@ from _linq_eval_hook import install as _install_hook
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build_model": "linq_eval.model",
-    "LinqEncoder": "linq_eval.encoder",
-    "load_linq_encoder": "linq_eval.loader",
-    "register": "linq_eval.register",
-    "InstructionTable": "linq_eval.instructions",
-    "load_instructions": "linq_eval.instructions",
-    "PRECISIONS": "linq_eval.precision",
-    "LinqEvalError": "linq_eval.errors",
+    "build_model": "linq_eval.models.build",
+    "LinqEncoder": "linq_eval.models.encoder",
+    "load_linq_encoder": "linq_eval.models.mteb_loader",
+    "register": "linq_eval.registry",
+    "InstructionTable": "linq_eval.core.instructions",
+    "load_instructions": "linq_eval.core.instructions",
+    "PRECISIONS": "linq_eval.core.precision",
+    "LinqEvalError": "linq_eval.core.errors",
 }
 
 __all__ = [  # noqa: RUF022 -- grouped as in _LAZY
@@ -29,13 +29,13 @@ __all__ = [  # noqa: RUF022 -- grouped as in _LAZY
 ]
 
 if TYPE_CHECKING:
-    from linq_eval.encoder import LinqEncoder
-    from linq_eval.errors import LinqEvalError
-    from linq_eval.instructions import InstructionTable, load_instructions
-    from linq_eval.loader import load_linq_encoder
-    from linq_eval.model import build_model
-    from linq_eval.precision import PRECISIONS
-    from linq_eval.register import register
+    from linq_eval.core.errors import LinqEvalError
+    from linq_eval.core.instructions import InstructionTable, load_instructions
+    from linq_eval.core.precision import PRECISIONS
+    from linq_eval.models.build import build_model
+    from linq_eval.models.encoder import LinqEncoder
+    from linq_eval.models.mteb_loader import load_linq_encoder
+    from linq_eval.registry import register
 
 
 def __getattr__(name: str) -> Any:  # noqa: ANN401 -- module-level lazy attribute contract

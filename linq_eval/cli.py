@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from linq_eval.console import console
-from linq_eval.errors import EXIT_ERROR, EXIT_INTERRUPTED, LinqEvalError
+from linq_eval.core.console import console
+from linq_eval.core.errors import EXIT_ERROR, EXIT_INTERRUPTED, LinqEvalError
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_light_parser(sub: argparse._SubParsersAction) -> None:
-    from linq_eval.light_build import DEFAULT_DEPTH, DEFAULT_QUERIES, DEFAULT_RETRIEVERS
+    from linq_eval.light.build import DEFAULT_DEPTH, DEFAULT_QUERIES, DEFAULT_RETRIEVERS
 
     light = sub.add_parser("light", help="light retrieval sets: build, list, validate").add_subparsers(
         dest="light_command", required=True)
@@ -110,7 +110,7 @@ def _add_light_target(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_baseline_parser(sub: argparse._SubParsersAction) -> None:
-    from linq_eval.gate import DEFAULT_CACHE
+    from linq_eval.gate.driver import DEFAULT_CACHE
 
     base = sub.add_parser("baseline", help="baselines for `linq-eval gate`: save, list").add_subparsers(
         dest="baseline_command", required=True)
@@ -130,7 +130,7 @@ def _add_baseline_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_gate_parser(sub: argparse._SubParsersAction) -> None:
-    from linq_eval.gate import DEFAULT_CACHE
+    from linq_eval.gate.driver import DEFAULT_CACHE
 
     g = sub.add_parser("gate", help="is CHECKPOINT no worse than a baseline by more than delta? exit 0 PASS, "
                                     "1 FAIL, 3 CANNOT DECIDE, 2 error (non-inferiority, statistics.md)")
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _instructions(args: argparse.Namespace) -> int:
-    from linq_eval.instructions import load_instructions
+    from linq_eval.core.instructions import load_instructions
 
     table = load_instructions(args.instructions)
     rows = table.prompts_dict()
@@ -189,14 +189,14 @@ def _instructions(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from linq_eval.instructions import load_instructions, parse_overrides
-    from linq_eval.runner import RunSpec, run
+    from linq_eval.core.instructions import load_instructions, parse_overrides
+    from linq_eval.evaluation.runner import RunSpec, run
 
     overrides = parse_overrides(args.instruction)
     load_instructions(args.instructions)  # a bad table fails before anything heavy
     import mteb  # noqa: F401 -- registers our tasks (light sets included)
 
-    from linq_eval.light_tasks import check_requested
+    from linq_eval.tasks.light import check_requested
 
     check_requested(args.tasks)  # a refused manifest says why, not "unknown task"
     spec = RunSpec(model=args.model, bits=args.bits, adapter=args.adapter, max_length=args.max_length,
@@ -223,8 +223,8 @@ def _run(args: argparse.Namespace) -> int:
 def _light_build(args: argparse.Namespace) -> int:
     import os
 
-    from linq_eval.light_build import BuildSpec, check_spec
-    from linq_eval.light_manifest import LIGHT_DIR_ENV, light_dir
+    from linq_eval.core.light_manifest import LIGHT_DIR_ENV, light_dir
+    from linq_eval.light.build import BuildSpec, check_spec
 
     specs = [BuildSpec(task=t, queries=args.queries, depth=args.depth, retrievers=args.retrievers, seed=args.seed,
                        split=args.split)
@@ -237,9 +237,9 @@ def _light_build(args: argparse.Namespace) -> int:
         os.environ["LINQ_DATA_DIR"] = str(Path(args.data_dir).resolve())
     if args.out:
         os.environ[LIGHT_DIR_ENV] = str(Path(args.out).resolve())
-    from linq_eval.light_build import build
-    from linq_eval.light_manifest import write_manifest
-    from linq_eval.light_tasks import register_light, write_descriptive_stats
+    from linq_eval.core.light_manifest import write_manifest
+    from linq_eval.light.build import build
+    from linq_eval.tasks.light import register_light, write_descriptive_stats
 
     for spec in specs:
         manifest = build(spec)
@@ -255,7 +255,7 @@ def _light_build(args: argparse.Namespace) -> int:
 def _light_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from linq_eval.light_manifest import available, light_dir, load_manifest, manifest_path
+    from linq_eval.core.light_manifest import available, light_dir, load_manifest, manifest_path
 
     table = Table(title=f"light sets in {light_dir()}")
     for col in ("name", "queries", "documents", "depth", "retrievers", "checksum"):
@@ -275,8 +275,8 @@ def _progress(task: str, state: str) -> None:
 
 
 def _baseline_save(args: argparse.Namespace) -> int:
-    from linq_eval.compare import light_task_names
-    from linq_eval.gate import EvalSettings, save_baseline
+    from linq_eval.compare.driver import light_task_names
+    from linq_eval.gate.driver import EvalSettings, save_baseline
 
     if args.instruction:
         raise LinqEvalError("--instruction overrides are not recorded in a baseline: put them in a JSON table and "
@@ -287,7 +287,7 @@ def _baseline_save(args: argparse.Namespace) -> int:
     path = save_baseline(args.name, args.model, args.adapter, settings, tasks,
                          directory=Path(args.dir) if args.dir else None, cache_root=args.cache, progress=_progress,
                          force=args.force)
-    from linq_eval.baseline import load_baseline
+    from linq_eval.core.baseline import load_baseline
 
     baseline = load_baseline(args.name, path.parent)
     for task, scores in baseline.tasks.items():
@@ -299,7 +299,7 @@ def _baseline_save(args: argparse.Namespace) -> int:
 def _baseline_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from linq_eval.baseline import baseline_dir, list_baselines, load_baseline
+    from linq_eval.core.baseline import baseline_dir, list_baselines, load_baseline
 
     folder = Path(args.dir) if args.dir else baseline_dir()
     table = Table(title=f"baselines in {folder}")
@@ -325,8 +325,8 @@ def _baseline_list(args: argparse.Namespace) -> int:
 def _gate(args: argparse.Namespace) -> int:
     import time
 
-    from linq_eval.gate import gate_checkpoint, report_folder
-    from linq_eval.gate_report import error_record, print_report, write
+    from linq_eval.gate.driver import gate_checkpoint, report_folder
+    from linq_eval.gate.report import error_record, print_report, write
 
     out = Path(args.out) if args.out else report_folder(args.baseline)
     t0 = time.perf_counter()
@@ -354,15 +354,15 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from linq_eval.compare import CompareSpec, check, light_task_names, make_systems
+    from linq_eval.compare.driver import CompareSpec, check, light_task_names, make_systems
 
     tasks = light_task_names(args.light) if args.light is not None else args.tasks
     spec = CompareSpec(systems=make_systems(args.model, args.adapter), bits=args.bits, tasks=tasks,
                        margin=args.margin, cache=args.output_folder, out=args.out, batch_size=args.batch_size,
                        max_length=args.max_length, allow_pooled=args.allow_pooled, aa=not args.no_aa)
     spec = check(spec)  # everything before any model loads
-    from linq_eval.compare import check_outcome, compare
-    from linq_eval.compare_report import print_report, write
+    from linq_eval.compare.driver import check_outcome, compare
+    from linq_eval.compare.report import print_report, write
 
     report = compare(spec, progress=lambda line: console().print(line, style="dim"))
     write(report, Path(args.out))
@@ -373,10 +373,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _light_validate(args: argparse.Namespace) -> int:
-    from linq_eval.light_report import check_light_names
+    from linq_eval.light.report import check_light_names
 
     manifests = check_light_names(args.tasks)
-    from linq_eval.light_report import print_sweep, print_table, validate
+    from linq_eval.light.report import print_sweep, print_table, validate
 
     out = Path(args.out)
     report = validate(manifests, out, do_sweep=args.sweep, timing=args.timing, panel=args.panel)
@@ -390,7 +390,7 @@ def _light_validate(args: argparse.Namespace) -> int:
 def _check_shared_args(args: argparse.Namespace) -> None:
     """--batch-size, --device and --devices of any command, checked before anything loads (torch only fails on
     them once the model is loaded)."""
-    from linq_eval.precision import check_batch_size, check_device
+    from linq_eval.core.precision import check_batch_size, check_device
 
     check_batch_size(getattr(args, "batch_size", None))
     check_device(getattr(args, "device", None))
@@ -424,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def mteb_main() -> None:
     """``linq-mteb``: mteb's own CLI with our models and tasks registered (for when the .pth hook is off)."""
-    from linq_eval.register import register
+    from linq_eval.registry import register
 
     try:
         import mteb.cli

@@ -10,15 +10,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from linq_train.config import RefineConfig, load_config
-    from linq_train.fit import FitResult, StageResult
-    from linq_train.fit_config import FitConfig, load_fit_config
-    from linq_train.refine import RefineResult, refine
+    from linq_train.fit.config import FitConfig, load_fit_config
+    from linq_train.fit.train import FitResult, StageResult
+    from linq_train.refine.config import RefineConfig, load_config
+    from linq_train.refine.pipeline import RefineResult, refine
 
 __all__ = ["FitConfig", "FitResult", "RefineConfig", "RefineResult", "StageResult", "load_config", "load_fit_config",
            "refine"]
 
-# ``fit`` itself is not re-exported: ``linq_train.fit`` is its module (``from linq_train.fit import fit``)
+# ``fit`` itself is not re-exported: ``linq_train.fit.train`` is its module (``from linq_train.fit.train import fit``)
 _WHERE = {"RefineConfig": "config", "load_config": "config", "RefineResult": "refine", "refine": "refine",
           "FitConfig": "fit_config", "load_fit_config": "fit_config", "FitResult": "fit", "StageResult": "fit"}
 

@@ -42,13 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _refine(args: argparse.Namespace) -> int:
-    from linq_train.config import load_config
+    from linq_train.refine.config import load_config
 
     cfg = load_config(args.config)  # a bad config fails here, before any data or model loads
     from rich.console import Console
     from rich.table import Table
 
-    from linq_train.refine import refine
+    from linq_train.refine.pipeline import refine
 
     result = refine(cfg, force=args.force)
     table = Table(title=f"refinement '{cfg.name}'")
@@ -69,13 +69,13 @@ def _refine(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from linq_train.fit_config import load_fit_config
+    from linq_train.fit.config import load_fit_config
 
     cfg = load_fit_config(args.config)  # a bad config fails here, before any data or model loads
     from rich.console import Console
     from rich.table import Table
 
-    from linq_train.fit import fit
+    from linq_train.fit.train import fit
 
     console = Console()
     result = fit(cfg, force=args.force, report=console.print, progress=not args.no_progress)

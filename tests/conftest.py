@@ -29,14 +29,14 @@ def _data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The real SmolLM2-135M decoder (Llama architecture), converted once from its PyPI GGUF."""
-    from linq_eval.offline_models import resolve
+    from linq_eval.models.references import resolve
 
     return Path(resolve("pypi:SmolLM2-135M"))
 
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    from linq_eval.offline_models import resolve
+    from linq_eval.models.references import resolve
 
     return Path(resolve("pypi:all-MiniLM-L6-v2"))
 

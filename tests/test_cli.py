@@ -37,7 +37,7 @@ def test_mteb_run_m_linq_on_a_local_collection(tiny_mistral_dir: Path, tmp_path:
 def test_four_and_eight_bit_variants_score_in_their_own_experiments(smollm2_dir: Path, tmp_path: Path) -> None:
     import mteb
 
-    from linq_eval.register import register
+    from linq_eval.registry import register
 
     out = tmp_path / "cache"
     for key in ("linq-4bit", "linq-8bit"):

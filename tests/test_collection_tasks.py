@@ -5,7 +5,7 @@ from __future__ import annotations
 import mteb
 import pytest
 
-from linq_eval.collection_tasks import ALL_COLLECTION_TASKS, COLLECTION_TASKS, UNION_FOLDERS, read_union
+from linq_eval.tasks.ir_collections import ALL_COLLECTION_TASKS, COLLECTION_TASKS, UNION_FOLDERS, read_union
 from tests.conftest import DATA
 
 

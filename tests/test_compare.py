@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from linq_eval.compare_analysis import gate_verdicts, noise_floor, paired, rankings, similarity, task_row
-from linq_eval.errors import LinqEvalError
+from linq_eval.compare.analysis import gate_verdicts, noise_floor, paired, rankings, similarity, task_row
+from linq_eval.core.errors import LinqEvalError
 from tests.conftest import run_cli
 
 MINILM = "pypi:all-MiniLM-L6-v2"
@@ -100,8 +100,8 @@ def test_gate_verdicts_at_each_precision_are_compared() -> None:
 def test_nan_embeddings_are_a_failure_not_a_score(minilm_dir: Path) -> None:
     import torch
 
-    from linq_eval.encoder import LinqEncoder, NonFiniteEmbeddings
-    from linq_eval.model import build_model
+    from linq_eval.models.build import build_model
+    from linq_eval.models.encoder import LinqEncoder, NonFiniteEmbeddings
 
     model = build_model(str(minilm_dir), bits=16, dtype="float32")
     with torch.no_grad():
@@ -156,7 +156,7 @@ def test_compare_end_to_end_on_a_real_task_resumes_without_recomputing(tmp_path:
 
 
 def test_pool_conflicts_can_be_overridden_with_a_warning() -> None:
-    from linq_eval.compare import CompareSpec, check, make_systems
+    from linq_eval.compare.driver import CompareSpec, check, make_systems
 
     spec = CompareSpec(systems=make_systems([MINILM], None), bits=[4, 16], tasks=["ADIRetrieval-light"],
                        allow_pooled=True)
@@ -169,8 +169,8 @@ def test_pool_conflicts_can_be_overridden_with_a_warning() -> None:
 
 def test_compare_is_an_error_when_every_precision_failed(tmp_path: Path) -> None:
     """Before: exit 0 and an empty table when nothing could be compared. NaN weights fail at 16 and at 8 bits."""
-    from linq_eval.checkpoint import degraded_copy
-    from linq_eval.errors import EXIT_ERROR
+    from linq_eval.core.errors import EXIT_ERROR
+    from linq_eval.evaluation.checkpoint import degraded_copy
 
     nan = degraded_copy(MINILM, tmp_path / "nan-weights", noise=float("nan"))
     out = tmp_path / "out"
@@ -188,7 +188,7 @@ def test_compare_jobs_are_keyed_by_weights_content(tiny_mistral_dir: Path, tmp_p
     """A model folder rewritten in place is a new job: its stored precision is never reused for it."""
     import shutil
 
-    from linq_eval.compare import CompareSpec, _jobs, make_systems
+    from linq_eval.compare.driver import CompareSpec, _jobs, make_systems
 
     model = tmp_path / "ckpt"
     shutil.copytree(tiny_mistral_dir, model)

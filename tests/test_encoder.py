@@ -8,8 +8,8 @@ import mteb
 import numpy as np
 import pytest
 
-from linq_eval.encoder import LinqEncoder, token_budget_batches
-from linq_eval.model import build_model
+from linq_eval.models.build import build_model
+from linq_eval.models.encoder import LinqEncoder, token_budget_batches
 
 
 class RecordingModel:
@@ -95,7 +95,7 @@ def test_encoding_over_two_processes_matches_one(tiny) -> None:
 
 
 def test_devices_resolution() -> None:
-    from linq_eval.encoder import resolve_devices
+    from linq_eval.models.encoder import resolve_devices
 
     assert resolve_devices(None) == [] and resolve_devices("cpu") == ["cpu"]
     assert resolve_devices(["cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1"]
@@ -105,8 +105,8 @@ def test_devices_resolution() -> None:
 
 
 def test_devices_with_quantisation_is_refused_before_loading() -> None:
-    from linq_eval.errors import LinqEvalError
-    from linq_eval.runner import RunSpec, load_encoder
+    from linq_eval.core.errors import LinqEvalError
+    from linq_eval.evaluation.runner import RunSpec, load_encoder
 
     with pytest.raises(LinqEvalError, match="--devices needs --bits 16"):
         load_encoder(RunSpec(model="/no/such/model", bits=4, devices=["cuda:0", "cuda:1"]))
@@ -117,7 +117,7 @@ def test_devices_with_quantisation_is_refused_before_loading() -> None:
 def tokenizers(minilm_dir: Path, smollm2_dir: Path) -> dict:
     from transformers import AutoTokenizer
 
-    from linq_eval.model import append_eos
+    from linq_eval.models.build import append_eos
 
     smol = AutoTokenizer.from_pretrained(smollm2_dir)
     append_eos(smol)  # as build_model sets it up for last-token pooling
@@ -128,7 +128,7 @@ def tokenizers(minilm_dir: Path, smollm2_dir: Path) -> dict:
 def shipped_texts() -> list[str]:
     """Every text of the shipped data as the encoder gets it: documents (text, and title + text), queries and
     STS sentences."""
-    from linq_eval.local_data import read_beir, read_pairs
+    from linq_eval.core.local_data import read_beir, read_pairs
     from tests.conftest import DATA
 
     texts: list[str] = []
@@ -152,7 +152,7 @@ def test_the_cut_changes_no_input_ids_on_the_shipped_data(tokenizers: dict, ship
                                                           name: str, runs: list) -> None:
     """Every shipped text, at several max lengths: a cut text truncates to exactly the ids of the whole text (an
     uncut text is the same string object, so its ids cannot differ)."""
-    from linq_eval.encoder import bounded_texts
+    from linq_eval.models.encoder import bounded_texts
 
     tokenizer = tokenizers[name]
     cut_total = 0
@@ -175,7 +175,7 @@ def test_a_huge_document_reaches_the_tokenizer_bounded(minilm_dir: Path) -> None
     far more than 512 tokens)."""
     import random
 
-    from linq_eval.local_data import read_beir
+    from linq_eval.core.local_data import read_beir
     from tests.conftest import DATA
 
     model = build_model(str(minilm_dir), device="cpu", dtype="float32")

@@ -53,7 +53,7 @@ def reference(tiny_mistral_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 KILL_AT_WRITE = """
 import os, signal, sys
-import linq_eval.result_store as store
+import linq_eval.evaluation.result_store as store
 real = os.replace
 def replace(src, dst, *a, **k):
     if str(dst).endswith({target!r}):

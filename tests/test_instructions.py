@@ -9,9 +9,9 @@ import pytest
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.types import PromptType
 
-from linq_eval.encoder import LinqEncoder
-from linq_eval.errors import LinqEvalError
-from linq_eval.instructions import load_instructions, parse_overrides
+from linq_eval.core.errors import LinqEvalError
+from linq_eval.core.instructions import load_instructions, parse_overrides
+from linq_eval.models.encoder import LinqEncoder
 
 TABLE = load_instructions()
 ENCODER = LinqEncoder(model=None, instructions=TABLE)

@@ -10,12 +10,12 @@ import mteb
 import numpy as np
 import pytest
 
-from linq_eval.errors import LinqEvalError
-from linq_eval.light_build import BuildSpec, build, check_spec, sample_queries
-from linq_eval.light_manifest import load_manifest, write_manifest
-from linq_eval.light_systems import System, task_data
-from linq_eval.light_tasks import register_light, write_descriptive_stats
-from linq_eval.light_validate import fidelity, light_scores, manifest_for, prepare
+from linq_eval.core.errors import LinqEvalError
+from linq_eval.core.light_manifest import load_manifest, write_manifest
+from linq_eval.evaluation.systems import System, task_data
+from linq_eval.light.build import BuildSpec, build, check_spec, sample_queries
+from linq_eval.light.validate import fidelity, light_scores, manifest_for, prepare
+from linq_eval.tasks.light import register_light, write_descriptive_stats
 from tests.conftest import DATA, REPO, run_cli
 
 MINILM = "pypi:all-MiniLM-L6-v2"
@@ -95,8 +95,8 @@ def test_light_task_is_an_mteb_task_that_loads_only_its_ids(registered: Path) ->
 def test_light_task_is_instructed_as_its_parent(registered: Path) -> None:
     from mteb.types import PromptType
 
-    from linq_eval.encoder import LinqEncoder
-    from linq_eval.instructions import load_instructions
+    from linq_eval.core.instructions import load_instructions
+    from linq_eval.models.encoder import LinqEncoder
 
     encoder = LinqEncoder(None, load_instructions())
     light, parent = mteb.get_task("ADIRetrieval-light").metadata, mteb.get_task("ADIRetrieval").metadata
@@ -106,7 +106,7 @@ def test_light_task_is_instructed_as_its_parent(registered: Path) -> None:
 def test_mteb_evaluation_of_the_light_task_equals_the_restricted_full_scores(registered: Path,
                                                                               tmp_path: Path) -> None:
     """mteb's own search and evaluation on ADIRetrieval-light == the validator's restricted score matrix."""
-    from linq_eval.runner import RunSpec, run
+    from linq_eval.evaluation.runner import RunSpec, run
 
     run(RunSpec(model=MINILM, dtype="float32"), ["ADIRetrieval-light"], tmp_path)
     stored = json.loads(next((tmp_path / "per_query").rglob("ADIRetrieval-light.json")).read_text())
@@ -214,7 +214,7 @@ def test_cli_build_with_a_missing_data_folder(tmp_path: Path) -> None:
 
 
 def test_pool_independence_is_enforced(adi_manifest_dir: Path) -> None:
-    from linq_eval.light_manifest import require_pool_independence
+    from linq_eval.core.light_manifest import require_pool_independence
 
     manifest = load_manifest(adi_manifest_dir / "ADIRetrieval-light.json")
     pooled = {"baseline": "sentence-transformers/all-MiniLM-L6-v2", "candidate": "my/checkpoint"}
@@ -236,7 +236,7 @@ def _row(task: str, retrievers: str, depth: int, counts: list[int], docs: int, a
 
 
 def test_defaults_are_the_cheapest_configuration_meeting_the_targets_everywhere() -> None:
-    from linq_eval.light_validate import UNION_TASK, choose_defaults, summarise_sweep
+    from linq_eval.light.validate import UNION_TASK, choose_defaults, summarise_sweep
 
     rows = [
         _row("A", "bm25", 10, [50], 50),                    # cheapest, but too few queries
@@ -262,7 +262,7 @@ def _hostile(raw: dict, **changes: object) -> str:
     """A manifest edited by hand with its checksum recomputed, as a hostile user would."""
     import hashlib
 
-    from linq_eval.light_manifest import _canonical
+    from linq_eval.core.light_manifest import _canonical
 
     body = {k: v for k, v in {**raw, **changes}.items() if k != "checksum"}
     return _canonical({**body, "checksum": hashlib.sha256(_canonical(body).encode()).hexdigest()})
@@ -300,8 +300,8 @@ def test_a_manifest_that_is_not_an_object_is_one_line(tmp_path: Path, content: b
 
 
 def test_names_from_the_command_line_cannot_leave_the_light_folder(tmp_path: Path) -> None:
-    from linq_eval.light_manifest import manifest_path
-    from linq_eval.light_tasks import stats_path
+    from linq_eval.core.light_manifest import manifest_path
+    from linq_eval.tasks.light import stats_path
 
     for name in ("../../etc/passwd", "/abs-light", "a/b-light", ".."):
         with pytest.raises(LinqEvalError, match="is not a light set name"):
@@ -344,7 +344,7 @@ def _light_dir_with(tmp_path: Path, files: dict[str, str]) -> Path:
 def test_two_manifests_claiming_one_name_are_refused_naming_both(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: the later file silently shadowed the earlier one, so -t MedlineRetrieval-light could score ADI."""
-    from linq_eval.light_tasks import REJECTED, check_requested
+    from linq_eval.tasks.light import REJECTED, check_requested
 
     shipped = (REPO_LIGHT / "MedlineRetrieval-light.json").read_text()
     adi = json.loads((REPO_LIGHT / "ADIRetrieval-light.json").read_text())
@@ -366,7 +366,7 @@ def test_two_manifests_claiming_one_name_are_refused_naming_both(tmp_path: Path,
 
 def test_a_split_the_source_task_does_not_evaluate_is_refused(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from linq_eval.light_tasks import check_requested
+    from linq_eval.tasks.light import check_requested
 
     adi = json.loads((REPO_LIGHT / "ADIRetrieval-light.json").read_text())
     light = _light_dir_with(tmp_path, {"ADIRetrieval-light.json": _hostile(adi, split="train")})

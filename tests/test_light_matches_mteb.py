@@ -15,9 +15,9 @@ import mteb
 import numpy as np
 import pytest
 
-from linq_eval.light_systems import System
-from linq_eval.light_validate import prepare
-from linq_eval.runner import RunSpec, run
+from linq_eval.evaluation.runner import RunSpec, run
+from linq_eval.evaluation.systems import System
+from linq_eval.light.validate import prepare
 
 MINILM = "pypi:all-MiniLM-L6-v2"
 SYSTEM = System("minilm-16tok", MINILM, max_length=16)
@@ -55,7 +55,7 @@ def test_damaged_embedding_cache_is_detected_and_rebuilt(tmp_path: Path, monkeyp
                                                           caplog: pytest.LogCaptureFixture) -> None:
     """What two processes writing one mteb embedding cache do (each saves its own index over the other's, so
     texts point at other texts' vectors) is caught by the spot check, and the cache is rebuilt."""
-    from linq_eval.light_systems import DenseScorer, task_data
+    from linq_eval.evaluation.systems import DenseScorer, task_data
 
     monkeypatch.setenv("LINQ_EMBEDDING_CACHE", str(tmp_path))
     data = task_data(mteb.get_task("ADIRetrieval"))

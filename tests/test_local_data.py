@@ -9,9 +9,9 @@ from pathlib import Path
 import mteb
 import pytest
 
-from linq_eval.collection_tasks import COLLECTIONS
-from linq_eval.errors import LinqEvalError
-from linq_eval.local_data import read_beir, read_labelled, read_pairs
+from linq_eval.core.errors import LinqEvalError
+from linq_eval.core.local_data import read_beir, read_labelled, read_pairs
+from linq_eval.tasks.ir_collections import COLLECTIONS
 from tests.conftest import DATA
 
 EXPECTED = {"adi": (82, 35), "cacm": (3204, 52), "cisi": (1460, 76), "cranfield": (1400, 225), "lisa": (5999, 35),

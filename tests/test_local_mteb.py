@@ -9,10 +9,10 @@ from pathlib import Path
 import mteb
 import pytest
 
-from linq_eval.errors import LinqEvalError
-from linq_eval.local_data import data_sha256
-from linq_eval.local_mteb import TYPE_LOADERS, LocalSourceMixin, recorded_local_sha256
-from linq_eval.runner import RunSpec, check_stored_results, check_tasks, load_encoder, run
+from linq_eval.core.errors import LinqEvalError
+from linq_eval.core.local_data import data_sha256
+from linq_eval.evaluation.runner import RunSpec, check_stored_results, check_tasks, load_encoder, run
+from linq_eval.tasks.local_source import TYPE_LOADERS, LocalSourceMixin, recorded_local_sha256
 from tests.conftest import DATA, run_cli
 
 LOCAL_MTEB_TASKS = {"LegalBenchCorporateLobbying": (319, 340), "STSBenchmark": 1379, "SICK-R": 9927, "STS12": 3108,
@@ -125,7 +125,7 @@ def test_mteb_run_sts16_with_the_linq_decoder_path(tiny_mistral_dir: Path, tmp_p
 
 
 def test_a_task_name_that_is_not_a_folder_name_never_reaches_the_data_dir() -> None:
-    from linq_eval.local_mteb import local_folder
+    from linq_eval.tasks.local_source import local_folder
 
     assert local_folder("STS16") is not None
     for name in ("../STS16", "/etc", "STS16/../../x", ""):

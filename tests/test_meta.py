@@ -11,7 +11,7 @@ import pytest
 from mteb.models.model_implementations import MODEL_REGISTRY
 from mteb.models.model_meta import ModelMeta
 
-from linq_eval.meta import ENTRIES, build_metas
+from linq_eval.models.entries import ENTRIES, build_metas
 
 OURS = sorted(ENTRIES)
 OFFICIAL = "Linq-AI-Research/Linq-Embed-Mistral"

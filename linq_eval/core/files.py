@@ -1,0 +1,99 @@
+"""Files we write and content we pin: atomic writes, paths kept inside their folder, one content digest.
+
+Every file linq-eval writes goes through :func:`atomic_write_text` (temp file in the same folder, fsync,
+rename): a kill at any moment leaves either the old file or the new one, never a 0-byte or half-written one,
+and a concurrent reader never sees half a JSON document. :func:`inside` refuses any path that would leave
+its folder (a ``../`` name, an absolute path, a symlink out). :func:`folder_sha256` is the one content digest
+of a directory (data folders, model weights, adapters); it imports neither torch nor mteb.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from linq_eval.core.errors import LinqEvalError
+
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "folder_sha256", "inside",
+           "read_json_file", "sha256_file"]
+
+
+def inside(folder: str | Path, path: str | Path) -> Path:
+    """``path`` (relative to ``folder``, or absolute) resolved, refused unless it lies inside ``folder``."""
+    root = Path(folder).resolve()
+    target = (root / path).resolve()
+    if target != root and root not in target.parents:
+        raise LinqEvalError(f"refusing to write {target}: it is outside {root} (a name or split with '..' or '/'?)")
+    return target
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, folder: str | Path | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename); ``folder`` confines the path."""
+    target = inside(folder, path) if folder is not None else Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def atomic_write_text(path: str | Path, text: str, *, folder: str | Path | None = None) -> Path:
+    """UTF-8 text, written atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"), folder=folder)
+
+
+def atomic_write_json(path: str | Path, payload: Any, *, folder: str | Path | None = None,  # noqa: ANN401
+                      indent: int = 1, default: Any = None) -> Path:  # noqa: ANN401
+    """``payload`` as sorted, indented JSON with a final newline, written atomically."""
+    text = json.dumps(payload, indent=indent, sort_keys=True, default=default, allow_nan=False) + "\n"
+    return atomic_write_text(path, text, folder=folder)
+
+
+def read_json_file(path: str | Path) -> Any:  # noqa: ANN401
+    """A JSON file's content; an unreadable one (empty, cut, not UTF-8, not JSON) is a one-line LinqEvalError."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise LinqEvalError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise LinqEvalError(f"{path}: not UTF-8 (byte {exc.start}): restore or delete it") from None
+    except json.JSONDecodeError as exc:
+        raise LinqEvalError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}): restore or delete it") from None
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def folder_sha256(folder: str | Path, suffixes: Iterable[str], skip_prefixes: tuple[str, ...] = ()) -> str:
+    """One sha256 over the files of ``folder`` with these suffixes: relative paths and contents, sorted.
+
+    Paths and times outside the folder do not enter it, so a copy digests the same, and a file rewritten in
+    place does not. Names starting with ``skip_prefixes`` (e.g. optimizer state) and ``.git`` are left out.
+    """
+    root = Path(folder)
+    wanted = set(suffixes)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in wanted
+                   and not p.name.startswith(skip_prefixes) and ".git" not in p.relative_to(root).parts)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + sha256_file(path).encode())
+    return digest.hexdigest()

