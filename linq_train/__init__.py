@@ -19,8 +19,10 @@ __all__ = ["FitConfig", "FitResult", "RefineConfig", "RefineResult", "StageResul
            "refine"]
 
 # ``fit`` itself is not re-exported: ``linq_train.fit.train`` is its module (``from linq_train.fit.train import fit``)
-_WHERE = {"RefineConfig": "config", "load_config": "config", "RefineResult": "refine", "refine": "refine",
-          "FitConfig": "fit_config", "load_fit_config": "fit_config", "FitResult": "fit", "StageResult": "fit"}
+_WHERE = {"RefineConfig": "linq_train.refine.config", "load_config": "linq_train.refine.config",
+          "RefineResult": "linq_train.refine.pipeline", "refine": "linq_train.refine.pipeline",
+          "FitConfig": "linq_train.fit.config", "load_fit_config": "linq_train.fit.config",
+          "FitResult": "linq_train.fit.train", "StageResult": "linq_train.fit.train"}
 
 
 def __getattr__(name: str) -> Any:  # noqa: ANN401 -- module __getattr__ contract
@@ -28,4 +30,4 @@ def __getattr__(name: str) -> Any:  # noqa: ANN401 -- module __getattr__ contrac
         raise AttributeError(f"module 'linq_train' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(f"linq_train.{_WHERE[name]}"), name)
+    return getattr(importlib.import_module(_WHERE[name]), name)
