@@ -62,7 +62,8 @@ def matmul_peak(dtype_name: str, reps: int = 5) -> float:
 
 
 def sample_texts(n_short: int, n_long: int, seed: int) -> list[str]:
-    from linq_eval.core.local_data import data_dir, read_beir
+    from linq_eval.core.local_data import read_beir
+    from linq_eval.core.settings import data_dir
 
     rng = random.Random(seed)
     short = []

@@ -223,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
 def _light_build(args: argparse.Namespace) -> int:
     import os
 
-    from linq_eval.core.light_manifest import LIGHT_DIR_ENV, light_dir
+    from linq_eval.core.settings import DATA_ENV, LIGHT_DIR_ENV, light_dir
     from linq_eval.light.build import BuildSpec, check_spec
 
     specs = [BuildSpec(task=t, queries=args.queries, depth=args.depth, retrievers=args.retrievers, seed=args.seed,
@@ -234,12 +234,13 @@ def _light_build(args: argparse.Namespace) -> int:
     if args.data_dir:
         if not Path(args.data_dir).is_dir():
             raise LinqEvalError(f"--data-dir {args.data_dir}: no such folder: give the folder holding <Task>/")
-        os.environ["LINQ_DATA_DIR"] = str(Path(args.data_dir).resolve())
+        os.environ[DATA_ENV] = str(Path(args.data_dir).resolve())
     if args.out:
         os.environ[LIGHT_DIR_ENV] = str(Path(args.out).resolve())
     from linq_eval.core.light_manifest import write_manifest
     from linq_eval.light.build import build
-    from linq_eval.tasks.light import register_light, write_descriptive_stats
+    from linq_eval.registry import register_light
+    from linq_eval.tasks.light import write_descriptive_stats
 
     for spec in specs:
         manifest = build(spec)
@@ -255,7 +256,8 @@ def _light_build(args: argparse.Namespace) -> int:
 def _light_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from linq_eval.core.light_manifest import available, light_dir, load_manifest, manifest_path
+    from linq_eval.core.light_manifest import available, load_manifest, manifest_path
+    from linq_eval.core.settings import light_dir
 
     table = Table(title=f"light sets in {light_dir()}")
     for col in ("name", "queries", "documents", "depth", "retrievers", "checksum"):
@@ -299,7 +301,8 @@ def _baseline_save(args: argparse.Namespace) -> int:
 def _baseline_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from linq_eval.core.baseline import baseline_dir, list_baselines, load_baseline
+    from linq_eval.core.baseline import list_baselines, load_baseline
+    from linq_eval.core.settings import baseline_dir
 
     folder = Path(args.dir) if args.dir else baseline_dir()
     table = Table(title=f"baselines in {folder}")

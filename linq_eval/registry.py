@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from types import TracebackType
 
 logger = logging.getLogger(__name__)
+
+LIGHT_BENCHMARK = "LinqLight"  # all light tasks, for `mteb run -b LinqLight`
 
 
 def _one_line_for_bad_input(previous):  # noqa: ANN001,ANN202 -- sys.excepthook contract
@@ -83,7 +86,6 @@ def register() -> None:
 
     from linq_eval.models.entries import build_metas
     from linq_eval.tasks.ir_collections import ALL_COLLECTION_TASKS
-    from linq_eval.tasks.light import register_light
 
     for key, meta in build_metas().items():
         MODEL_REGISTRY[key] = meta
@@ -92,3 +94,33 @@ def register() -> None:
     register_light()  # after wrapping: a light task subclasses its parent's local-copy-aware class
     install_error_hook()
     logger.debug("linq-eval registered its models and %d tasks in mteb", len(ALL_COLLECTION_TASKS))
+
+
+def register_light(directory: Path | None = None) -> list[type]:
+    """Register every light task (all three mteb registries) and the ``LinqLight`` benchmark."""
+    from linq_eval.tasks.light import light_task_classes
+
+    classes = light_task_classes(directory)
+    register_tasks(classes)
+    if classes:
+        register_benchmark([c.metadata.name for c in classes])
+    return classes
+
+
+def register_benchmark(task_names: list[str]) -> None:
+    import mteb.benchmarks.benchmarks as benchmarks
+    from mteb import Benchmark, get_tasks
+    from mteb.benchmarks.get_benchmark import _build_aliases_registry, _build_registry
+
+    benchmark = Benchmark(
+        name=LIGHT_BENCHMARK,
+        tasks=get_tasks(tasks=sorted(task_names)),
+        description=("linq-eval's light retrieval sets: a seeded sample of each task's test queries over their "
+                     "relevant documents plus the pooled top candidates of BM25 and a dense model. Compare "
+                     "checkpoints with each other on it, never a light score with a full score."),
+        reference="https://arxiv.org/abs/2412.03223",
+        citation="",
+    )
+    setattr(benchmarks, "LINQ_LIGHT", benchmark)  # noqa: B010 -- where mteb's registry builder looks
+    _build_registry.cache_clear()
+    _build_aliases_registry.cache_clear()

@@ -15,7 +15,8 @@ from linq_eval.core.light_manifest import load_manifest, write_manifest
 from linq_eval.evaluation.systems import System, task_data
 from linq_eval.light.build import BuildSpec, build, check_spec, sample_queries
 from linq_eval.light.validate import fidelity, light_scores, manifest_for, prepare
-from linq_eval.tasks.light import register_light, write_descriptive_stats
+from linq_eval.registry import register_light
+from linq_eval.tasks.light import write_descriptive_stats
 from tests.conftest import DATA, REPO, run_cli
 
 MINILM = "pypi:all-MiniLM-L6-v2"

@@ -13,8 +13,9 @@ import pytest
 from bibtexparser.bwriter import BibTexWriter
 from mteb.abstasks import AbsTaskRetrieval
 
-from linq_eval.core.light_manifest import available, light_dir, load_manifest, manifest_path
-from linq_eval.tasks.light import BENCHMARK_NAME
+from linq_eval.core.light_manifest import available, load_manifest, manifest_path
+from linq_eval.core.settings import light_dir
+from linq_eval.registry import LIGHT_BENCHMARK as BENCHMARK_NAME
 from tests.mteb_checks.task_quality import _WARNING_CHECK_KINDS, _task_quality
 
 SHIPPED = available()

@@ -23,8 +23,8 @@ from linq_eval.core.files import atomic_write_json, read_json_file
 logger = logging.getLogger(__name__)
 
 AA_BATCH = {"batch_size": 7, "max_tokens_per_batch": 512}  # the A/A rerun: other batch sizes, same everything else
-SAMPLE_QUERIES, SAMPLE_DOCUMENTS = 64, 256
-PER_QUERY_ONLY = ("{what} needs per-query scores, which linq-eval keeps for retrieval tasks; give retrieval tasks")  # texts embedded at every precision for similarity fidelity
+SAMPLE_QUERIES, SAMPLE_DOCUMENTS = 64, 256  # texts embedded at every precision for similarity fidelity
+
 
 
 @dataclass(frozen=True)
@@ -64,20 +64,6 @@ def make_systems(models: list[str] | None, adapters: list[str] | None) -> list[C
     return systems
 
 
-def check_model_ref(ref: str | None) -> None:
-    from linq_eval.models.build import check_model_source
-    from linq_eval.models.references import OFFLINE_MODELS
-
-    if ref is None:
-        return
-    if ref.startswith("pypi:"):
-        if ref.removeprefix("pypi:") not in OFFLINE_MODELS:
-            raise LinqEvalError(f"--model {ref}: unknown offline model; use one of "
-                                + ", ".join(f"pypi:{k}" for k in OFFLINE_MODELS))
-        return
-    check_model_source(ref)
-
-
 def light_task_names(tasks: list[str]) -> list[str]:
     from linq_eval.core.light_manifest import available
 
@@ -100,7 +86,7 @@ def check(spec: CompareSpec) -> CompareSpec:
         raise LinqEvalError(f"--margin {spec.margin}: give the equivalence margin on the score scale, e.g. 0.01")
     if not spec.tasks:
         raise LinqEvalError("no tasks: give --tasks TASK ... or --light")
-    from linq_eval.core.light_manifest import check_pool_independence
+    from linq_eval.evaluation.checks import PER_QUERY_ONLY, check_model_ref, check_pool_independence
     from linq_eval.evaluation.runner import get_task
     from linq_eval.models.build import check_adapter
 

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,12 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.files import atomic_write_bytes, atomic_write_json, read_json_file
+from linq_eval.core.settings import baseline_dir
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-BASELINE_DIR_ENV = "LINQ_BASELINE_DIR"
-DEFAULT_DIR = "results/baselines"
 PACKAGES = ("linq-eval", "mteb", "sentence-transformers", "transformers", "torch", "peft", "bitsandbytes",
             "pytrec-eval-terrier")
 # settings under which the checkpoint must be evaluated exactly as the baseline was (else refused: exit 2)
@@ -98,10 +96,6 @@ def package_versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             out[name] = None
     return out
-
-
-def baseline_dir() -> Path:
-    return Path(os.environ.get(BASELINE_DIR_ENV) or DEFAULT_DIR)
 
 
 def check_name(name: str) -> str:

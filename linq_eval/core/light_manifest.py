@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.files import atomic_write_text, read_json_file
 from linq_eval.core.local_data import SAFE_NAME, check_name
+from linq_eval.core.settings import light_dir
 
 SCHEMA_VERSION = 1
 COUNT_KEYS = ("queries", "corpus", "full_queries", "full_corpus")
 LIGHT_SUFFIX = "-light"
-LIGHT_DIR_ENV = "LINQ_LIGHT_DIR"
 
 
 class Retriever(BaseModel):
@@ -120,19 +119,14 @@ def light_name(source_task: str) -> str:
     return source_task + LIGHT_SUFFIX
 
 
-def light_dir() -> Path:
-    """``$LINQ_LIGHT_DIR``, else the manifests shipped in the wheel, else ``tasks_light/`` of this checkout."""
-    env = os.environ.get(LIGHT_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    here = Path(__file__).resolve().parents[1]
-    shipped = here / "tasks_light"
-    return shipped if shipped.is_dir() else here.parent / "tasks_light"
-
-
 def manifest_path(name: str, directory: Path | None = None) -> Path:
     check_name(name, "light set")  # a name from the command line reaches the file system here
     return (directory or light_dir()) / f"{name}.json"
+
+
+def stats_path(name: str, directory: Path | None = None) -> Path:
+    check_name(name, "light set")
+    return (directory or light_dir()) / "descriptive_stats" / "Retrieval" / f"{name}.json"
 
 
 def available(directory: Path | None = None) -> list[str]:
@@ -200,12 +194,6 @@ def write_manifest(manifest: LightManifest, directory: Path | None = None) -> Pa
     return atomic_write_text(manifest_path(manifest.name, folder), manifest.to_json(), folder=folder)
 
 
-def pool_conflicts(manifest: LightManifest, canonical_names: list[str]) -> list[str]:
-    """Which of these models (canonical names) pooled this light set's candidates (statistics.md)."""
-    pooled = manifest.pooled_canonicals()
-    return [name for name in canonical_names if name in pooled]
-
-
 def require_pool_independence(manifests: list[LightManifest], models: dict[str, str], *,
                               allow_pooled: bool = False, override: str | None = "--allow-pooled") -> list[str]:
     """Refuse a comparison on light sets pooled by one of the compared models (statistics.md).
@@ -222,20 +210,3 @@ def require_pool_independence(manifests: list[LightManifest], models: dict[str, 
         raise LinqEvalError(f"{conflicts[0]}: a light set favours models that did not pool it; rebuild it with "
                             f"other --retrievers, or {fix}")
     return conflicts
-
-
-def check_pool_independence(tasks: list[str], models: dict[str, str | None], *, allow_pooled: bool = False,
-                            override: str | None = "--allow-pooled") -> list[str]:
-    """:func:`require_pool_independence` for task names and model references (``compare`` and ``gate``).
-
-    ``models`` maps a label to a model reference (None: Linq-Embed-Mistral); only the light sets among ``tasks``
-    are checked, against each model's canonical name.
-    """
-    from linq_eval.evaluation.systems import System, canonical_name
-    from linq_eval.models.build import default_model
-
-    manifests = [load_manifest(manifest_path(t)) for t in tasks if t.endswith(LIGHT_SUFFIX)]
-    if not manifests:
-        return []
-    canonical = {label: canonical_name(System(label, ref or default_model())) for label, ref in models.items()}
-    return require_pool_independence(manifests, canonical, allow_pooled=allow_pooled, override=override)

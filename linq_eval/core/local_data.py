@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,12 +18,11 @@ from typing import Any
 
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.files import folder_sha256, inside
+from linq_eval.core.settings import DATA_ENV, data_dir  # noqa: F401 -- re-exported for the data readers
 
 DATA_SUFFIXES = (".jsonl", ".tsv", ".json")
 
 logger = logging.getLogger(__name__)
-
-DATA_ENV = "LINQ_DATA_DIR"
 
 # Task, split and subset names become file and folder names (results, per-query scores, qrels/<split>.tsv):
 # one path component of plain characters, never '/', '\\', a leading '.' (so never '..'), NUL or a newline.
@@ -39,18 +37,6 @@ def check_name(value: object, what: str, where: str = "") -> str:
         raise LinqEvalError(f"{where}{what} {value!r} is not a {what} name: use letters, digits, '_', '.' and '-' "
                             "(no '/', '..' or spaces)")
     return value
-
-
-def data_dir() -> Path:
-    """``$LINQ_DATA_DIR``, else ``../shared/data`` beside the working directory or beside this checkout."""
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env).expanduser()
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = base.parent / "shared" / "data"
-        if candidate.is_dir():
-            return candidate
-    return Path.cwd().parent / "shared" / "data"
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def adapter_base(adapter: Path) -> str | None:
 
 def resolve_checkpoint(ref: str, base_model: str | None) -> Checkpoint:
     """Classify CHECKPOINT without loading it: adapter directory (on ``base_model``), model directory, or reference."""
-    from linq_eval.compare.driver import check_model_ref
+    from linq_eval.evaluation.checks import check_model_ref
     from linq_eval.models.build import check_adapter
 
     path = Path(ref).expanduser()

@@ -201,16 +201,11 @@ def _top_k(scores: np.ndarray, query_ids: list[str], doc_ids: list[str], top_k: 
 
 
 # -- dense systems --------------------------------------------------------------------------------------------
-CACHE_ENV = "LINQ_EMBEDDING_CACHE"
-
-
 def cache_root() -> Path:
     """Where dense systems' embeddings are kept (``$LINQ_EMBEDDING_CACHE``, else under linq-eval's cache)."""
-    import os
+    from linq_eval.core.settings import embedding_cache_dir
 
-    from linq_eval.models.references import cache_dir
-
-    return Path(os.environ.get(CACHE_ENV) or cache_dir() / "light-embeddings")
+    return embedding_cache_dir()
 
 
 class DenseScorer:
@@ -317,7 +312,7 @@ def random_init_copy(ref: str, seed: int = 0) -> Path:
     source = model_path(ref)
     if source is None:
         raise LinqEvalError(f"random_init needs a local model directory, got {ref!r}")
-    from linq_eval.models.references import cache_dir
+    from linq_eval.core.settings import cache_dir
 
     target = cache_dir() / f"random-init-{source.name}-seed{seed}"
     if (target / "model.safetensors").is_file():

@@ -69,9 +69,9 @@ class Prepared:
 
 def prepare(tasks: list[str], instructions: str | None) -> Prepared:
     """Check tasks (retrieval, known, data present) and read what pins them; loads data, no model."""
-    from linq_eval.compare.driver import PER_QUERY_ONLY
     from linq_eval.core.instructions import load_instructions
     from linq_eval.core.light_manifest import load_manifest, manifest_path
+    from linq_eval.evaluation.checks import PER_QUERY_ONLY
     from linq_eval.evaluation.runner import check_tasks
     from linq_eval.tasks.light import is_light
 
@@ -255,11 +255,10 @@ def save_baseline(name: str, model: str | None, adapter: str | None, settings: E
     An existing baseline of that name is refused before anything is evaluated; with ``force`` it is replaced and
     kept beside the new one as ``<name>.<UTC time>.json``.
     """
-    from linq_eval.compare.driver import check_model_ref
     from linq_eval.core.baseline import Baseline, check_new, write_baseline
-    from linq_eval.core.light_manifest import check_pool_independence
     from linq_eval.core.precision import check_bits
     from linq_eval.evaluation.checkpoint import content_sha256, reference_sha256
+    from linq_eval.evaluation.checks import check_model_ref, check_pool_independence
     from linq_eval.models.build import check_adapter
 
     check_new(name, directory, force=force)  # a bad or taken name fails first
@@ -269,7 +268,7 @@ def save_baseline(name: str, model: str | None, adapter: str | None, settings: E
     prepared = prepare(tasks, settings.instructions)
     check_pool_independence(prepared.tasks, {} if adapter else {"baseline": model}, override=None)
     settings = _resolve_dtype(settings)
-    from linq_eval.models.build import default_model
+    from linq_eval.core.settings import default_model
 
     model_sha = reference_sha256(model or default_model())
     scores, effective = evaluate(model, adapter, settings, prepared.tasks, cache_root, adapter_sha or model_sha,
@@ -338,9 +337,9 @@ def gate_checkpoint(checkpoint: str, baseline: str, *, delta: float = 0.01, alph
     """
     from linq_eval.core.baseline import load_baseline, mismatches, package_versions, version_notes
     from linq_eval.core.gate_rule import GateDecision, GateRule, decide
-    from linq_eval.core.light_manifest import check_pool_independence
+    from linq_eval.core.settings import default_model
     from linq_eval.evaluation.checkpoint import reference_sha256, resolve_checkpoint
-    from linq_eval.models.build import default_model
+    from linq_eval.evaluation.checks import check_pool_independence
     from linq_eval.models.encoder import NonFiniteEmbeddings
 
     t0 = time.perf_counter()

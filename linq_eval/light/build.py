@@ -15,6 +15,7 @@ import numpy as np
 
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.light_manifest import LightManifest, LightParameters, Retriever, light_name
+from linq_eval.tasks.light import data_fingerprint
 
 if TYPE_CHECKING:
     from linq_eval.evaluation.systems import Run, System, TaskData
@@ -103,15 +104,6 @@ def eligible_queries(data: TaskData, min_doc_chars: int) -> tuple[list[str], int
         seen.add(query_text[q])
         ok.append(q)
     return ok, len(judged) - len(ok)
-
-
-def data_fingerprint(task: Any) -> dict[str, str]:  # noqa: ANN401 -- an mteb task with its data loaded
-    """Where the task's data came from: the local copy's checksum, or the hub dataset's revision."""
-    local = getattr(task, "local_source", None)
-    if local:
-        return {"kind": "local", "sha256": local["sha256"]}
-    dataset = task.metadata.dataset
-    return {"kind": "hub", "path": str(dataset["path"]), "revision": str(dataset.get("revision"))}
 
 
 def manifest_from_runs(spec: BuildSpec, data: TaskData, systems: list[System], runs: dict[str, Run]) -> LightManifest:

@@ -45,7 +45,7 @@ def validate(manifests: list[LightManifest], out: Path, *, do_sweep: bool = Fals
     """Fidelity of each light set at its own parameters (and over the sweep grid); writes ``out/*.json|png``."""
     import mteb
 
-    from linq_eval.light.build import data_fingerprint
+    from linq_eval.tasks.light import data_fingerprint
 
     systems = PANELS[panel]
     out.mkdir(parents=True, exist_ok=True)

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.precision import PRECISIONS, check_bits, sixteen_bit_dtype
+from linq_eval.core.settings import DEFAULT_MODEL, MODEL_ENV, default_model
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -33,15 +33,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PoolingMode = Literal["lasttoken", "mean", "cls"]
-DEFAULT_MODEL = "Linq-AI-Research/Linq-Embed-Mistral"
 DEFAULT_REVISION = "0c1a0b0589177079acc552433cad51d7c9132379"  # mteb's pinned revision
 DEFAULT_MAX_LENGTH = 512  # e5-mistral evaluation practice
-MODEL_ENV = "LINQ_MODEL"
-
-
-def default_model() -> str:
-    """``$LINQ_MODEL`` if set, else the official hub id."""
-    return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
 
 
 def check_model_source(name_or_path: str) -> Path | None:
@@ -311,7 +304,7 @@ def build_model(
     except LinqEvalError:
         raise
     except (OSError, ValueError) as exc:
-        from linq_eval.models.references import hub_offline
+        from linq_eval.core.settings import hub_offline
 
         hint = " (the hub is offline: HF_HUB_OFFLINE is set)" if hub_offline() else ""
         raise LinqEvalError(f"cannot load model {source!r}{hint}: {_first_line(exc)}") from None

@@ -9,10 +9,11 @@ the EOS fix and the 512-token limit).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
-from linq_eval.models.build import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, MODEL_ENV
+from linq_eval.core.settings import DEFAULT_MODEL
+from linq_eval.core.settings import model_override as _model_override
+from linq_eval.models.build import DEFAULT_MAX_LENGTH
 from linq_eval.models.mteb_loader import load_linq_encoder
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def build_metas(model_override: str | None = None) -> dict[str, ModelMeta]:
     from mteb.models.model_implementations import MODEL_REGISTRY
 
     if model_override is None:
-        model_override = os.environ.get(MODEL_ENV) or None
+        model_override = _model_override()
     upstream = MODEL_REGISTRY[DEFAULT_MODEL]
     return {
         key: upstream.model_copy(

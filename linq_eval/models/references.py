@@ -11,24 +11,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from linq_eval.core.errors import LinqEvalError
+from linq_eval.core.settings import cache_dir
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "pypi:"
-
-
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` is set to a true value (as huggingface_hub reads it)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LINQ_CACHE") or Path.home() / ".cache" / "linq-eval").expanduser()
 
 
 def _package_dir(package: str, pip_name: str) -> Path:

@@ -18,13 +18,12 @@ from mteb.abstasks.task_metadata import TaskMetadata
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.files import sha256_file
 from linq_eval.core.local_data import (
-    DATA_ENV,
     BeirData,
-    data_dir,
     data_sha256,
     read_beir,
     to_mteb_split,
 )
+from linq_eval.core.settings import DATA_ENV, data_dir
 from linq_eval.tasks.local_source import LocalSourceMixin
 
 logger = logging.getLogger(__name__)

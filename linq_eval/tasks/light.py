@@ -21,26 +21,17 @@ from linq_eval.core.light_manifest import (
     LIGHT_SUFFIX,
     LightManifest,
     available,
-    light_dir,
     load_manifest,
     manifest_path,
+    stats_path,
 )
+from linq_eval.core.settings import light_dir
 
 logger = logging.getLogger(__name__)
-
-BENCHMARK_NAME = "LinqLight"
-
 
 # Light sets whose manifests were refused at registration: name -> why. A request for one of them gets this
 # reason instead of mteb's "unknown task" (see :func:`check_requested`).
 REJECTED: dict[str, str] = {}
-
-
-def stats_path(name: str, directory: Path | None = None) -> Path:
-    from linq_eval.core.local_data import check_name
-
-    check_name(name, "light set")
-    return (directory or light_dir()) / "descriptive_stats" / "Retrieval" / f"{name}.json"
 
 
 class LightTaskMixin:
@@ -60,8 +51,6 @@ class LightTaskMixin:
             return
         manifest = self.manifest
         super().load_data(num_proc=num_proc, **kwargs)
-        from linq_eval.light.build import data_fingerprint
-
         found = data_fingerprint(self)
         if found != manifest.data:
             self.data_loaded = False
@@ -71,6 +60,15 @@ class LightTaskMixin:
                 f"built on, or rebuild it with `linq-eval light build {manifest.source_task}`")
         split = self.dataset[manifest.subset][manifest.split]
         self.dataset[manifest.subset][manifest.split] = restrict(split, manifest, self.metadata.name)
+
+
+def data_fingerprint(task: Any) -> dict[str, str]:  # noqa: ANN401 -- an mteb task with its data loaded
+    """Where the task's data came from: the local copy's checksum, or the hub dataset's revision."""
+    local = getattr(task, "local_source", None)
+    if local:
+        return {"kind": "local", "sha256": local["sha256"]}
+    dataset = task.metadata.dataset
+    return {"kind": "hub", "path": str(dataset["path"]), "revision": str(dataset.get("revision"))}
 
 
 def _short(data: dict[str, str]) -> str:
@@ -187,36 +185,6 @@ def check_requested(names: list[str]) -> None:
         check_name(name, "task")
         if name in REJECTED:
             raise LinqEvalError(REJECTED[name])
-
-
-def register_light(directory: Path | None = None) -> list[type]:
-    """Register every light task (all three mteb registries) and the ``LinqLight`` benchmark."""
-    from linq_eval.registry import register_tasks
-
-    classes = light_task_classes(directory)
-    register_tasks(classes)
-    if classes:
-        register_benchmark([c.metadata.name for c in classes])
-    return classes
-
-
-def register_benchmark(task_names: list[str]) -> None:
-    import mteb.benchmarks.benchmarks as benchmarks
-    from mteb import Benchmark, get_tasks
-    from mteb.benchmarks.get_benchmark import _build_aliases_registry, _build_registry
-
-    benchmark = Benchmark(
-        name=BENCHMARK_NAME,
-        tasks=get_tasks(tasks=sorted(task_names)),
-        description=("linq-eval's light retrieval sets: a seeded sample of each task's test queries over their "
-                     "relevant documents plus the pooled top candidates of BM25 and a dense model. Compare "
-                     "checkpoints with each other on it, never a light score with a full score."),
-        reference="https://arxiv.org/abs/2412.03223",
-        citation="",
-    )
-    setattr(benchmarks, "LINQ_LIGHT", benchmark)  # noqa: B010 -- where mteb's registry builder looks
-    _build_registry.cache_clear()
-    _build_aliases_registry.cache_clear()
 
 
 def write_descriptive_stats(name: str, directory: Path | None = None) -> Path:

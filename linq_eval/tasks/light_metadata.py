@@ -10,12 +10,12 @@ from pathlib import Path
 
 from mteb.abstasks.task_metadata import TaskMetadata
 
+from linq_eval.core.light_manifest import stats_path
+
 
 class LightTaskMetadata(TaskMetadata):
     """mteb reads descriptive statistics from its own package; ours ship beside the manifests."""
 
     @property
     def descriptive_stat_path(self) -> Path:
-        from linq_eval.tasks.light import stats_path
-
         return stats_path(self.name)

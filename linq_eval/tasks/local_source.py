@@ -18,16 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.local_data import (
-    DATA_ENV,
-    check_name,
-    data_dir,
-    data_sha256,
-    read_beir,
-    read_pairs,
-    to_mteb_split,
-)
-from linq_eval.models.references import hub_offline
+from linq_eval.core.local_data import check_name, data_sha256, read_beir, read_pairs, to_mteb_split
+from linq_eval.core.settings import DATA_ENV, data_dir, hub_offline
 
 logger = logging.getLogger(__name__)
 

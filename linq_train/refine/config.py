@@ -7,7 +7,6 @@ key and the fix, raised before any data or model loads.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -148,8 +147,9 @@ class LeakageConfig(_Closed):
 
 
 def default_output_dir(name: str) -> Path:
-    base = os.environ.get("LINQ_CACHE") or Path.home() / ".cache" / "linq-eval"
-    return Path(base).expanduser() / "refine" / name
+    from linq_eval.core.settings import cache_dir
+
+    return cache_dir() / "refine" / name
 
 
 class RefineConfig(_Closed):
@@ -157,7 +157,7 @@ class RefineConfig(_Closed):
 
     name: str = Field("refine", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = Field("", description="free text: e.g. which collections are held out and why")
-    data_dir: str | None = Field(None, description="default: linq_eval.core.local_data.data_dir() ($LINQ_DATA_DIR)")
+    data_dir: str | None = Field(None, description="default: linq_eval.core.settings.data_dir() ($LINQ_DATA_DIR)")
     output_dir: str | None = Field(None, description="stages and the final DatasetDict (default: cache dir)")
     report_dir: str | None = Field(None, description="report JSON and PNGs (default: <output_dir>/report)")
     instructions: str | None = Field(None, description="JSON instruction table overriding linq_eval's")
@@ -190,7 +190,7 @@ class RefineConfig(_Closed):
         return Path(self.report_dir).expanduser() if self.report_dir else self.resolved_output_dir() / "report"
 
     def resolved_data_dir(self) -> Path:
-        from linq_eval.core.local_data import data_dir
+        from linq_eval.core.settings import data_dir
 
         return Path(self.data_dir).expanduser() if self.data_dir else data_dir()
 
