@@ -247,19 +247,3 @@ def read_labelled(path: Path) -> list[tuple[str, str]]:
         raise LinqEvalError(f"labelled file {path} does not exist: give a JSONL file with 'text' and 'label'")
     return [(row["text"], str(row["label"])) for _, row in read_jsonl(path, ("text", "label"))]
 
-
-def to_mteb_split(data: BeirData) -> dict:
-    """The ``RetrievalSplitData`` dict that mteb's retrieval evaluator reads."""
-    from datasets import Dataset
-
-    ids = list(data.corpus)
-    return {
-        "corpus": Dataset.from_dict({
-            "id": ids,
-            "title": [data.corpus[i]["title"] for i in ids],
-            "text": [data.corpus[i]["text"] for i in ids],
-        }),
-        "queries": Dataset.from_dict({"id": list(data.queries), "text": list(data.queries.values())}),
-        "relevant_docs": data.qrels,
-        "top_ranked": None,
-    }

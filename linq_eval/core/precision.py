@@ -1,6 +1,6 @@
-"""Precisions as JSON-safe data; ``model.py`` turns them into torch dtypes and a ``BitsAndBytesConfig``.
+"""Precisions as JSON-safe data; ``models/build.py`` turns them into torch dtypes and a ``BitsAndBytesConfig``.
 
-Kept free of torch at import so metadata, results and the CLI can name precisions without loading it. The
+Free of torch at import (L0), so metadata, results and the CLI can name precisions without loading it. The
 other run settings that only fail deep inside a run (a device, a batch size) are checked here too, before any
 model loads.
 """
@@ -86,14 +86,3 @@ def cpu_supports_bf16() -> bool:
         flags = cpuinfo.read_text(errors="ignore")
         return "avx512_bf16" in flags or "amx_bf16" in flags
     return sys.platform == "darwin"  # Apple silicon runs bf16 natively
-
-
-def sixteen_bit_dtype(device: str) -> str:
-    """The 16-bit dtype name for a device: bf16 on GPUs and CPUs that support it, else fp32 on CPU."""
-    import torch
-
-    if device.startswith("cuda"):
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if device.startswith("mps"):
-        return "float16"
-    return "bfloat16" if cpu_supports_bf16() else "float32"

@@ -241,7 +241,7 @@ def _resolve_dtype(settings: EvalSettings) -> EvalSettings:
         return settings
     import torch
 
-    from linq_eval.core.precision import sixteen_bit_dtype
+    from linq_eval.models.build import sixteen_bit_dtype
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return EvalSettings(**{**settings.__dict__, "dtype": sixteen_bit_dtype(device)})

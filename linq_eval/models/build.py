@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.precision import PRECISIONS, check_bits, sixteen_bit_dtype
+from linq_eval.core.precision import PRECISIONS, check_bits, cpu_supports_bf16
 from linq_eval.core.settings import DEFAULT_MODEL, MODEL_ENV, default_model
 
 if TYPE_CHECKING:
@@ -333,3 +333,14 @@ def describe(model: SentenceTransformer) -> dict[str, Any]:
         "weight_bytes": int(auto.get_memory_footprint()),
         "config": json.loads(auto.config.to_json_string()).get("model_type"),
     }
+
+
+def sixteen_bit_dtype(device: str) -> str:
+    """The 16-bit dtype name for a device: bf16 on GPUs and CPUs that support it, else fp32 on CPU."""
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if device.startswith("mps"):
+        return "float16"
+    return "bfloat16" if cpu_supports_bf16() else "float32"

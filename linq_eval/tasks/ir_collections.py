@@ -21,10 +21,9 @@ from linq_eval.core.local_data import (
     BeirData,
     data_sha256,
     read_beir,
-    to_mteb_split,
 )
 from linq_eval.core.settings import DATA_ENV, data_dir
-from linq_eval.tasks.local_source import LocalSourceMixin
+from linq_eval.tasks.local_source import LocalSourceMixin, to_mteb_split
 
 logger = logging.getLogger(__name__)
 

@@ -18,12 +18,29 @@ from pathlib import Path
 from typing import Any
 
 from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.local_data import check_name, data_sha256, read_beir, read_pairs, to_mteb_split
+from linq_eval.core.local_data import BeirData, check_name, data_sha256, read_beir, read_pairs
 from linq_eval.core.settings import DATA_ENV, data_dir, hub_offline
 
 logger = logging.getLogger(__name__)
 
 LOCAL_PHASE = re.compile(r"Data loading \(local copy (?P<folder>.+), sha256 (?P<sha256>[0-9a-f]{64})\)")
+
+
+def to_mteb_split(data: BeirData) -> dict:
+    """The ``RetrievalSplitData`` dict that mteb's retrieval evaluator reads."""
+    from datasets import Dataset
+
+    ids = list(data.corpus)
+    return {
+        "corpus": Dataset.from_dict({
+            "id": ids,
+            "title": [data.corpus[i]["title"] for i in ids],
+            "text": [data.corpus[i]["text"] for i in ids],
+        }),
+        "queries": Dataset.from_dict({"id": list(data.queries), "text": list(data.queries.values())}),
+        "relevant_docs": data.qrels,
+        "top_ranked": None,
+    }
 
 
 def _load_retrieval(task: Any, folder: Path) -> dict:  # noqa: ANN401 -- any mteb retrieval task

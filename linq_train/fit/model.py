@@ -61,6 +61,6 @@ def resolve_bf16(setting: bool | str, device: str) -> bool:
     """``auto``: bf16 autocast where the device runs bf16 natively (CUDA with bf16, CPUs with AMX/AVX512-BF16)."""
     if setting != "auto":
         return bool(setting)
-    from linq_eval.core.precision import sixteen_bit_dtype
+    from linq_eval.models.build import sixteen_bit_dtype
 
     return sixteen_bit_dtype(device) == "bfloat16"
