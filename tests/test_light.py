@@ -389,3 +389,14 @@ def test_light_files_are_written_atomically_inside_their_folder(adi_manifest_dir
     with pytest.raises(LinqEvalError, match="not a light set name"):
         write_manifest(manifest.model_copy(update={"name": "../escaped"}), out)  # model_copy skips validation
     assert not (tmp_path / "escaped.json").exists()
+
+
+def test_build_samples_the_queries_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pooling runs and the manifest use one draw of the sample (it was drawn twice)."""
+    import linq_eval.light.build as light_build
+
+    calls = []
+    real = light_build.sample_queries
+    monkeypatch.setattr(light_build, "sample_queries", lambda *a, **k: calls.append(a) or real(*a, **k))
+    manifest = build(BuildSpec(task="ADIRetrieval", queries=5, depth=3, retrievers="bm25"))
+    assert len(calls) == 1 and len(manifest.query_ids) == 5

@@ -48,11 +48,14 @@ def test_training_datasets_can_be_derived(meta: ModelMeta) -> None:
     assert meta.get_training_datasets()
 
 
-def test_loader_kwargs_survive_deepcopy_and_json(meta: ModelMeta) -> None:
-    copy.deepcopy(meta.loader_kwargs)
-    json.dumps(meta.loader_kwargs, default=str)
-    json.dumps(meta.experiment_kwargs)
-    json.dumps(meta.to_dict(), default=str)
+def test_experiment_kwargs_survive_deepcopy_and_json(meta: ModelMeta) -> None:
+    """The settings live in ``experiment_kwargs`` (``loader_kwargs`` is empty): they must copy and round-trip."""
+    assert meta.loader_kwargs == {}
+    kwargs = meta.experiment_kwargs
+    assert kwargs["bits"] in (4, 8, 16) and kwargs["implementation"] == "linq-eval"
+    assert copy.deepcopy(kwargs) == kwargs
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    assert json.loads(json.dumps(meta.to_dict(), default=str))["name"] == meta.name
 
 
 def test_loader_name_is_unique_and_accepts_experiment_kwargs(meta: ModelMeta) -> None:

@@ -104,12 +104,14 @@ def _task_scores(result_path: Path, per_query_file: Path) -> tuple[TaskScores, s
 
     try:
         result = read_json_file(result_path)
-        metric = read_json_file(per_query_file).get("metric", "ndcg_at_10")
-        split = sorted(result["scores"])[0]
+        stored = read_json_file(per_query_file)
+        metric = stored.get("metric", "ndcg_at_10")
+        recorded = stored.get("eval_split")
+        split = recorded if recorded in result["scores"] else next(iter(result["scores"]))  # the task's eval split
         rows = result["scores"][split]
         row = next((r for r in rows if r.get("hf_subset") == "default"), rows[0])
         main, expected = float(row["main_score"]), float(row.get(metric, row["main_score"]))
-        per_query = read_per_query(per_query_file)
+        per_query = read_per_query(per_query_file, split)
         data = recorded_local_sha256(result)
     except LinqEvalError as exc:  # empty, cut, not UTF-8, not JSON
         raise StoredResultError(str(exc)) from None

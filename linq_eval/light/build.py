@@ -106,12 +106,21 @@ def eligible_queries(data: TaskData, min_doc_chars: int) -> tuple[list[str], int
     return ok, len(judged) - len(ok)
 
 
-def manifest_from_runs(spec: BuildSpec, data: TaskData, systems: list[System], runs: dict[str, Run]) -> LightManifest:
-    """The manifest for already-computed full-corpus runs of the pooling systems (the sweep calls this too)."""
+def draw(spec: BuildSpec, data: TaskData) -> tuple[list[str], list[str], int]:
+    """The eligible queries, the seeded sample of them, and how many judged queries were not eligible."""
+    eligible, left_out = eligible_queries(data, spec.min_doc_chars)
+    return eligible, sample_queries(eligible, spec.queries, spec.seed), left_out
+
+
+def manifest_from_runs(spec: BuildSpec, data: TaskData, systems: list[System], runs: dict[str, Run],
+                       sample: tuple[list[str], list[str], int] | None = None) -> LightManifest:
+    """The manifest for already-computed full-corpus runs of the pooling systems (the sweep calls this too).
+
+    ``sample`` is :func:`draw`'s (eligible queries, sampled queries, left-out count) when the caller has drawn it.
+    """
     from linq_eval.evaluation.systems import canonical_name, fingerprint
 
-    eligible, left_out = eligible_queries(data, spec.min_doc_chars)
-    query_ids = sample_queries(eligible, spec.queries, spec.seed)
+    eligible, query_ids, left_out = sample or draw(spec, data)
     corpus_ids = pool_corpus(data.qrels, query_ids, runs, spec.depth, data.doc_text(), spec.min_doc_chars)
     retrievers = [Retriever(name=s.ref, kind=s.kind, canonical=canonical_name(s), fingerprint=fingerprint(s))
                   for s in systems]
@@ -150,6 +159,6 @@ def build(spec: BuildSpec) -> LightManifest:
     if split not in task.metadata.eval_splits:
         raise LinqEvalError(f"--split {split}: {spec.task} evaluates on {', '.join(task.metadata.eval_splits)}")
     data = task_data(task, split)
-    query_ids = sample_queries(eligible_queries(data, spec.min_doc_chars)[0], spec.queries, spec.seed)
-    runs = {s.ref: Ranker(s, data).run(query_ids=query_ids, top_k=spec.depth) for s in systems}
-    return manifest_from_runs(spec, data, systems, runs)
+    sample = draw(spec, data)  # once: the runs and the manifest use the same sample
+    runs = {s.ref: Ranker(s, data).run(query_ids=sample[1], top_k=spec.depth) for s in systems}
+    return manifest_from_runs(spec, data, systems, runs, sample)

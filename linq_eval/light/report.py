@@ -57,7 +57,7 @@ def validate(manifests: list[LightManifest], out: Path, *, do_sweep: bool = Fals
             raise LinqEvalError(f"{manifest.name} was built on other data than {manifest.source_task} now loads: "
                                 f"rebuild it with `linq-eval light build {manifest.source_task}`")
         t0 = time.perf_counter()
-        tp = prepare(task, systems)
+        tp = prepare(task, systems, split=manifest.split)  # the manifest's split, not a default
         row = fidelity(tp, manifest)
         row["targets"] = meets_targets(row)
         if timing is not None and (not timing or {manifest.name, manifest.source_task} & set(timing)):

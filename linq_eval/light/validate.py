@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from linq_eval.core.light_manifest import LightManifest
-from linq_eval.core.per_query import retrieval_per_query
+from linq_eval.core.per_query import per_query_measure, retrieval_per_query
 from linq_eval.core.stats import holm, kendall_tau, mde, pairwise_permutation_pvalues, spearman
 from linq_eval.evaluation.systems import Ranker, Run, System, TaskData, parse_retrievers
 from linq_eval.light.build import BuildSpec, manifest_from_runs, relevant
@@ -84,17 +84,18 @@ class TaskPanel:
 
 
 def prepare(task: Any, panel: tuple[System, ...] = PANEL, pool_refs: tuple[str, ...] = POOL_CANDIDATES,  # noqa: ANN401
-            split: str = "test") -> TaskPanel:
+            split: str | None = None) -> TaskPanel:
     from linq_eval.evaluation.systems import task_data
 
-    data = task_data(task, split)
+    data = task_data(task, split or task.metadata.eval_splits[0])  # the task's evaluation split
+    metric, top_k = _metric(task)
     judged = [q for q in data.query_ids if relevant(data.qrels, [q])]
     rankers = {s.name: Ranker(s, data) for s in panel}
     full = {}
     for s in panel:
         t0 = time.perf_counter()
-        full[s.name] = retrieval_per_query(rankers[s.name].run(query_ids=judged, top_k=SCORE_DEPTH),
-                                           _qrels(data, judged))
+        full[s.name] = retrieval_per_query(rankers[s.name].run(query_ids=judged, top_k=top_k), _qrels(data, judged),
+                                            metric)
         logger.info("%s on %s (full): %.4f in %.1fs", s.name, task.metadata.name,
                     np.mean(list(full[s.name].values())), time.perf_counter() - t0)
     by_ref = {identity(System(r, r)): r for r in pool_refs}
@@ -134,8 +135,15 @@ def manifest_for(tp: TaskPanel, queries: int, depth: int, retrievers: str, seed:
 def light_scores(tp: TaskPanel, manifest: LightManifest) -> dict[str, dict[str, float]]:
     docs = list(manifest.corpus_ids)
     qrels = _qrels(tp.data, manifest.query_ids, set(docs))
-    return {name: retrieval_per_query(r.run(doc_ids=docs, query_ids=manifest.query_ids, top_k=SCORE_DEPTH), qrels)
+    metric, top_k = _metric(tp.data.task)
+    return {name: retrieval_per_query(r.run(doc_ids=docs, query_ids=manifest.query_ids, top_k=top_k), qrels, metric)
             for name, r in tp.rankers.items()}
+
+
+def _metric(task: Any) -> tuple[str, int]:  # noqa: ANN401 -- an mteb task
+    """The task's main score and the ranking depth handed to pytrec_eval (at least ``SCORE_DEPTH``)."""
+    metric = task.metadata.main_score
+    return metric, max(SCORE_DEPTH, per_query_measure(metric, task.metadata.name)[1])
 
 
 def _matrix(scores: dict[str, dict[str, float]], names: list[str], queries: list[str]) -> np.ndarray:
