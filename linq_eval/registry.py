@@ -8,35 +8,11 @@ why pyproject pins mteb to one minor version; ``tests/`` smoke-test each write).
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
-from types import TracebackType
 
 logger = logging.getLogger(__name__)
 
 LIGHT_BENCHMARK = "LinqLight"  # all light tasks, for `mteb run -b LinqLight`
-
-
-def _one_line_for_bad_input(previous):  # noqa: ANN001,ANN202 -- sys.excepthook contract
-    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-        from linq_eval.core.errors import LinqEvalError
-
-        if isinstance(value, LinqEvalError):
-            print(f"linq-eval: error: {value}", file=sys.stderr)
-        else:
-            previous(kind, value, tb)
-
-    hook.linq_eval = True
-    return hook
-
-
-def install_error_hook() -> None:
-    """In processes that use our entries (e.g. mteb's CLI), bad input ends in one line, not a traceback.
-
-    Only ``LinqEvalError`` is handled; every other exception goes to the previous hook unchanged.
-    """
-    if not getattr(sys.excepthook, "linq_eval", False):
-        sys.excepthook = _one_line_for_bad_input(sys.excepthook)
 
 
 def _get_tasks_module():  # noqa: ANN202
@@ -92,7 +68,6 @@ def register() -> None:
     register_tasks(list(ALL_COLLECTION_TASKS))
     wrap_mteb_tasks()
     register_light()  # after wrapping: a light task subclasses its parent's local-copy-aware class
-    install_error_hook()
     logger.debug("linq-eval registered its models and %d tasks in mteb", len(ALL_COLLECTION_TASKS))
 
 
