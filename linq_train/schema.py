@@ -7,7 +7,6 @@ valid training set and the trainer (issue 7) reads one shape.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -62,9 +61,6 @@ class Example:
     teacher_rank: int = -1
     meta: str = "{}"
 
-    def meta_dict(self) -> dict[str, Any]:
-        return json.loads(self.meta)
-
 
 COLUMNS = tuple(f.name for f in fields(Example))
 
@@ -92,7 +88,3 @@ def to_dataset(examples: list[Example]) -> Dataset:
         for name, value in asdict(example).items():
             columns[name].append(value)
     return Dataset.from_dict(columns, features=features())
-
-
-def from_dataset(dataset: Dataset) -> list[Example]:
-    return [Example(**row) for row in dataset]
