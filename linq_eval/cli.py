@@ -396,10 +396,13 @@ def _check_shared_args(args: argparse.Namespace) -> None:
     from linq_eval.core.precision import check_batch_size, check_device
 
     check_batch_size(getattr(args, "batch_size", None))
-    check_device(getattr(args, "device", None))
-    for device in getattr(args, "devices", None) or []:
-        if device != "all":
-            check_device(device, "--devices")
+    devices = [(getattr(args, "device", None), "--device")]
+    devices += [(d, "--devices") for d in getattr(args, "devices", None) or [] if d != "all"]
+    for device, option in devices:
+        if check_device(device, option) not in (None, "cpu"):  # whether it is visible here needs torch
+            from linq_eval.models.build import check_device_visible
+
+            check_device_visible(device, option)
 
 
 def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 from linq_eval.core.errors import LinqEvalError
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "folder_sha256", "inside",
+__all__ = ["atomic_write_bytes", "content_sha256", "atomic_write_json", "atomic_write_text", "folder_sha256", "inside",
            "read_json_file", "sha256_file"]
 
 
@@ -97,3 +97,19 @@ def folder_sha256(folder: str | Path, suffixes: Iterable[str], skip_prefixes: tu
     for path in files:
         digest.update(str(path.relative_to(root)).encode() + b"\0" + sha256_file(path).encode())
     return digest.hexdigest()
+
+
+# trainer state beside the weights (optimizer, scheduler, RNG) does not change a single embedding
+MODEL_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".pt")
+_SKIP = ("optimizer", "scheduler", "rng_state", "trainer_state", "training_args", "scaler")
+
+
+def content_sha256(folder: str | Path) -> str:
+    """The digest of a model or adapter directory: its weights and configs (relative paths and contents).
+
+    Results, baselines and caches are keyed by it, so a checkpoint rewritten in place is a new checkpoint.
+    """
+    root = Path(folder)
+    if not any(p.is_file() and p.suffix in MODEL_SUFFIXES for p in root.rglob("*")):
+        raise LinqEvalError(f"{root}: no weights or configs in it: point at a model or adapter directory")
+    return folder_sha256(root, MODEL_SUFFIXES, _SKIP)

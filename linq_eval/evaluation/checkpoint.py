@@ -14,18 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.files import folder_sha256
-
-# trainer state beside the weights (optimizer, scheduler, RNG) does not change a single embedding
-MODEL_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".pt")
-_SKIP = ("optimizer", "scheduler", "rng_state", "trainer_state", "training_args", "scaler")
-
-
-def content_sha256(folder: Path) -> str:
-    """One sha256 over a model or adapter directory's weights and configs (relative paths and contents)."""
-    if not any(p.is_file() and p.suffix in MODEL_SUFFIXES for p in folder.rglob("*")):
-        raise LinqEvalError(f"{folder}: no weights or configs in it: point at a model or adapter directory")
-    return folder_sha256(folder, MODEL_SUFFIXES, _SKIP)
+from linq_eval.core.files import content_sha256
 
 
 def reference_sha256(ref: str) -> str:

@@ -76,7 +76,7 @@ def _experiment(spec: RunSpec) -> dict[str, Any]:
 def content_digests(spec: RunSpec) -> dict[str, str]:
     """Short content digests of a local model directory and adapter: they enter the experiment name, so a
     checkpoint rewritten in place gets a result folder of its own instead of its old scores."""
-    from linq_eval.evaluation.checkpoint import content_sha256
+    from linq_eval.core.files import content_sha256
 
     out = {}
     if spec.model and not spec.model.startswith("pypi:") and Path(spec.model).is_dir():
@@ -188,12 +188,12 @@ def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overw
     """
     import mteb
 
-    from linq_eval.core.precision import check_batch_size, check_bits, check_device
-    from linq_eval.models.build import check_adapter
+    from linq_eval.core.precision import check_batch_size, check_bits
+    from linq_eval.models.build import check_adapter, check_device_visible
 
     check_bits(spec.bits)
     check_batch_size(batch_size, "batch_size")
-    check_device(spec.device, "device")
+    check_device_visible(spec.device, "device")
     if spec.adapter:
         check_adapter(spec.adapter)
     tasks = check_tasks(task_names)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.precision import PRECISIONS, check_bits, cpu_supports_bf16
+from linq_eval.core.precision import PRECISIONS, check_bits, check_device, cpu_supports_bf16
 from linq_eval.core.settings import DEFAULT_MODEL, MODEL_ENV, default_model
 
 if TYPE_CHECKING:
@@ -344,3 +344,26 @@ def sixteen_bit_dtype(device: str) -> str:
     if device.startswith("mps"):
         return "float16"
     return "bfloat16" if cpu_supports_bf16() else "float32"
+
+
+def check_device_visible(device: str | None, option: str = "--device") -> str | None:
+    """A device torch can use here (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``xpu``), else a one-line error.
+
+    torch itself only complains once the weights are being moved, minutes into a run.
+    """
+    if check_device(device, option) is None:
+        return None
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return device
+    import torch
+
+    available = {"cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                 "mps": int(torch.backends.mps.is_available()),
+                 "xpu": torch.xpu.device_count() if hasattr(torch, "xpu") and torch.xpu.is_available() else 0}[kind]
+    if not available:
+        raise LinqEvalError(f"{option} {device}: no {kind} device is visible to torch here: use {option} cpu")
+    if index and int(index[1:]) >= available:
+        raise LinqEvalError(f"{option} {device}: only {available} {kind} device(s) are visible "
+                            f"({kind}:0 to {kind}:{available - 1})")
+    return device
