@@ -1,22 +1,20 @@
-"""Every shipped light task and the LinqLight benchmark, held to mteb's own per-entry tests.
+"""Every shipped light task and the LinqLight benchmark: what mteb's per-entry tests ask of light sets in particular.
 
-mteb's tests/test_tasks/test_metadata.py, tests/test_tasks/test_task_quality.py (vendored in
-tests/mteb_checks), tests/test_validate_metadata/test_citation_formatting.py and tests/test_benchmarks/, run
-on our entries (mteb's suite is not in its wheel, so the checks are repeated here).
+The per-entry checks every registered task gets (metadata filled and valid, task quality on the descriptive
+statistics, citation formatting) run in tests/test_task_conformance.py, light tasks included. Here: the parent
+link (``adapted_from``), statistics of the manifest's ids, registration in all three places, and mteb's
+tests/test_benchmarks/ on the benchmark.
 """
 
 from __future__ import annotations
 
-import bibtexparser
 import mteb
 import pytest
-from bibtexparser.bwriter import BibTexWriter
-from mteb.abstasks import AbsTaskRetrieval
 
 from linq_eval.core.light_manifest import available, load_manifest, manifest_path
 from linq_eval.core.settings import light_dir
 from linq_eval.registry import LIGHT_BENCHMARK as BENCHMARK_NAME
-from tests.mteb_checks.task_quality import _WARNING_CHECK_KINDS, _task_quality
+from tests.mteb_checks.citation import citation_is_canonical
 
 SHIPPED = available()
 EXPECTED = {f"{name}-light" for name in ("ADIRetrieval", "CACMRetrieval", "CISIRetrieval", "CranfieldRetrieval",
@@ -29,24 +27,8 @@ def test_every_collection_and_the_union_ship_a_light_set() -> None:
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_metadata_is_filled_and_valid(name: str) -> None:  # mteb: test_all_metadata_is_filled_and_valid
-    task = mteb.get_task(name)
-    task.metadata._validate_metadata()
-    assert task.metadata.is_filled()
-    assert task.metadata.dataset.get("trust_remote_code", False) is False
-    assert isinstance(task.metadata.simplified_task_type, str)
-    assert task.metadata.descriptive_stats is not None and task.metadata.n_samples is not None
-    if isinstance(task.metadata.prompt, dict):
-        assert isinstance(task, AbsTaskRetrieval)
-    assert task.metadata.adapted_from == [load_manifest(manifest_path(name)).source_task]
-    assert task.is_aggregate is False
-
-
-@pytest.mark.parametrize("name", SHIPPED)
-def test_task_quality(name: str) -> None:  # mteb: test_dataset_quality, no known issues allowed
-    findings = _task_quality(mteb.get_task(name))
-    errors = [message for check, message in findings if check.split(":", 1)[0] not in _WARNING_CHECK_KINDS]
-    assert not errors, errors
+def test_adapted_from_its_source_task(name: str) -> None:  # otherwise mteb's zero-shot flag is wrong
+    assert mteb.get_task(name).metadata.adapted_from == [load_manifest(manifest_path(name)).source_task]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -67,26 +49,6 @@ def test_registered_in_all_three_places(name: str) -> None:
     assert name in _SIMILAR_TASKS[parent]
 
 
-def _format_bibtex(text: str) -> str | None:  # mteb: test_citation_formatting.format_bibtex
-    parser = bibtexparser.bparser.BibTexParser(common_strings=True, ignore_nonstandard_types=False,
-                                               interpolate_strings=False)
-    database = bibtexparser.loads(text, parser)
-    if not database.entries:
-        return None
-    writer = BibTexWriter()
-    writer.indent = "  "
-    writer.comma_first = False
-    writer.add_trailing_comma = True
-    return writer.write(database).strip()
-
-
-@pytest.mark.parametrize("name", SHIPPED)
-def test_task_bibtex(name: str) -> None:
-    citation = (mteb.get_task(name).metadata.bibtex_citation or "").strip()
-    if citation:
-        assert _format_bibtex(citation) == citation
-
-
 def test_benchmark_is_found_unique_and_holds_every_light_task() -> None:
     import mteb.benchmarks.benchmarks as module
 
@@ -96,9 +58,7 @@ def test_benchmark_is_found_unique_and_holds_every_light_task() -> None:
     names = [b.name for b in vars(module).values() if isinstance(b, mteb.Benchmark)]
     assert len(names) == len(set(names))
     assert BENCHMARK_NAME in {b.name for b in mteb.get_benchmarks()}
-    citation = (benchmark.citation or "").strip()
-    if citation:
-        assert _format_bibtex(citation) == citation
+    assert citation_is_canonical(benchmark.citation)
 
 
 def test_a_model_trained_on_the_parent_is_not_zero_shot_on_the_light_set() -> None:

@@ -3,11 +3,17 @@
 mteb has none of them; they give linq-eval real, offline retrieval tasks of 82 to 11,429 documents. Each
 task reads its BEIR folder with :mod:`linq_eval.core.local_data` and checks the files against the checksums
 below (the dataset "revision"), so a changed copy never produces a score silently.
+
+Their descriptive statistics (which mteb's metadata and task-quality checks read) ship in the package, in
+``linq_eval/tasks/descriptive_stats/Retrieval/<Task>.json``. Regenerate them from the checked data with::
+
+    LINQ_DATA_DIR=<data> python -c "import mteb; from linq_eval.tasks.ir_collections import write_descriptive_stats; write_descriptive_stats()"
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +22,7 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 
 from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.files import sha256_file
+from linq_eval.core.files import atomic_write_text, sha256_file
 from linq_eval.core.local_data import (
     BeirData,
     data_sha256,
@@ -119,8 +125,19 @@ _SHARED: dict = {
 }
 
 
+STATS_DIR = Path(__file__).resolve().parent / "descriptive_stats"  # shipped in the wheel with the package
+
+
+class CollectionTaskMetadata(TaskMetadata):
+    """mteb reads descriptive statistics from its own package; these tasks' statistics ship in :data:`STATS_DIR`."""
+
+    @property
+    def descriptive_stat_path(self) -> Path:
+        return STATS_DIR / str(self.type) / f"{self.name}.json"
+
+
 def _metadata(c: Collection) -> TaskMetadata:
-    return TaskMetadata(
+    return CollectionTaskMetadata(
         name=c.task,
         dataset={"path": f"local/{c.folder}", "revision": c.sha256["corpus.jsonl"][:40]},
         description=c.description + f" Read from a local BEIR folder (${DATA_ENV}/{c.folder}).",
@@ -167,7 +184,7 @@ UNION_FOLDERS: tuple[str, ...] = (*(c.folder for c in COLLECTIONS), "LegalBenchC
 
 
 def _union_metadata() -> TaskMetadata:
-    return TaskMetadata(
+    return CollectionTaskMetadata(
         name="CollectionsUnionRetrieval",
         dataset={"path": "local/union", "revision": "union-of-" + "-".join(UNION_FOLDERS)},
         description=("Every query of the seven classic IR collections and LegalBenchCorporateLobbying over the "
@@ -215,3 +232,15 @@ class CollectionsUnionRetrieval(LocalCollectionRetrieval):
 
 
 ALL_COLLECTION_TASKS: tuple[type[LocalCollectionRetrieval], ...] = (*COLLECTION_TASKS, CollectionsUnionRetrieval)
+
+
+def write_descriptive_stats(tasks: tuple[type[LocalCollectionRetrieval], ...] = ALL_COLLECTION_TASKS) -> list[Path]:
+    """Compute each task's descriptive statistics with mteb from ``$LINQ_DATA_DIR`` (checked against the recorded
+    checksums) and store them, sorted, where :class:`CollectionTaskMetadata` points."""
+    written = []
+    for cls in tasks:
+        task = cls()
+        stats = task.calculate_descriptive_statistics(overwrite_results=True)  # never the stored file
+        path = task.metadata.descriptive_stat_path
+        written.append(atomic_write_text(path, json.dumps(stats, indent=4, sort_keys=True) + "\n", folder=path.parent))
+    return written
