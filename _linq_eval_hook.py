@@ -8,8 +8,9 @@ It is a top-level module, not part of ``linq_eval``, so that even then our packa
 ``importlib.resources``, ``pathlib`` and ``tempfile`` (about 60 modules and 20+ ms per interpreter); the
 import system only needs ``find_spec`` / ``create_module`` / ``exec_module``. Nothing here may ever raise into
 the host process (a failure becomes a warning).
-Set ``LINQ_EVAL_NO_HOOK=1`` to disable the start-up hook; ``import linq_eval``, ``linq-mteb`` and
-``linq_eval.registry()`` still register then.
+Set ``LINQ_EVAL_NO_HOOK=1`` to disable the start-up hook; our own commands (``linq-eval``, ``linq-train``,
+``linq-mteb``), ``linq_eval.register()`` and ``import linq_eval`` after mteb still register then. Importing
+``linq_eval`` installs nothing.
 """
 
 import os
@@ -27,7 +28,8 @@ def _warn(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def _register_quietly() -> None:
+def register_quietly() -> None:
+    """Register our entries in mteb (already imported) now: once per process; a failure only warns."""
     if _state["registered"] or _state["running"]:  # once per process; re-entry while registering is a no-op
         return
     _state["running"] = True
@@ -56,7 +58,7 @@ class _RegisteringLoader:
         # Restore mteb's loader so the spec looks untouched to anyone inspecting it later.
         module.__spec__.loader = self._wrapped
         module.__loader__ = self._wrapped
-        _register_quietly()
+        register_quietly()
 
 
 def find_spec(fullname, path=None, target=None):  # noqa: ANN001,ANN201 -- importlib's MetaPathFinder contract
@@ -80,8 +82,8 @@ def find_spec(fullname, path=None, target=None):  # noqa: ANN001,ANN201 -- impor
 
 
 class _MtebFinder:
-    """The finder ``import linq_eval`` installs (the ``.pth`` line defines its own twin, so that start-up does
-    not import this module): it finds nothing itself and hands mteb's import to :func:`find_spec`."""
+    """The finder our commands install (the ``.pth`` line defines its own twin, so that start-up does not
+    import this module): it finds nothing itself and hands mteb's import to :func:`find_spec`."""
 
     linq_eval_hook = True  # the mark both finders carry
 
@@ -102,13 +104,13 @@ def install(respect_env: bool = True) -> None:
     """Register now if mteb is already imported; otherwise wait for its import. Never raises.
 
     Args:
-        respect_env: honour ``LINQ_EVAL_NO_HOOK`` (the ``.pth`` does; ``import linq_eval`` does not).
+        respect_env: honour ``LINQ_EVAL_NO_HOOK`` (our commands do not: they always see their entries).
     """
     try:
         if respect_env and os.environ.get(_DISABLE_ENV, "").strip().lower() in {"1", "true", "yes"}:
             return
         if _TARGET in sys.modules:
-            _register_quietly()
+            register_quietly()
         elif not is_installed():
             sys.meta_path.insert(0, _MtebFinder())
     except Exception as exc:  # noqa: BLE001 -- never break interpreter start-up

@@ -1,14 +1,16 @@
 """linq-eval: Linq-Embed-Mistral as an mteb model, with correct last-token pooling and 4/8/16-bit loading.
 
-Importing this package is cheap (no torch, transformers or mteb): public names load on first use.
+Importing this package is cheap (no torch, transformers or mteb): public names load on first use. It installs
+nothing (no import finder, no ``sys.excepthook``): where mteb is already imported it registers our models and
+tasks in mteb at once; otherwise the start-up hook (the ``.pth`` file) registers them when mteb is imported, or,
+with ``LINQ_EVAL_NO_HOOK=1``, call :func:`register` yourself.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
-
-from _linq_eval_hook import install as _install_hook
 
 __version__ = "0.1.0"
 
@@ -44,5 +46,8 @@ def __getattr__(name: str) -> Any:  # noqa: ANN401 -- module-level lazy attribut
     raise AttributeError(f"module 'linq_eval' has no attribute {name!r}")
 
 
-# `import linq_eval` is enough for mteb.get_model("linq"), also where the .pth hook is disabled.
-_install_hook(respect_env=False)
+# `import mteb; import linq_eval` is enough for mteb.get_model("linq"), also where the .pth hook is disabled.
+if "mteb" in sys.modules:
+    from _linq_eval_hook import register_quietly
+
+    register_quietly()

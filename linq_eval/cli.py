@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from _linq_eval_hook import install as install_mteb_hook
 from linq_eval.core.console import console
 from linq_eval.core.errors import EXIT_ERROR, EXIT_INTERRUPTED, LinqEvalError
 
@@ -408,6 +409,9 @@ def _check_shared_args(args: argparse.Namespace) -> None:
 def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse, set up logging, run the command; bad input is one line on stderr and exit 2 (linq-eval, linq-train)."""
     args = parser.parse_args(argv)
+    # our commands see our models and tasks in mteb, also with LINQ_EVAL_NO_HOOK=1 (`import linq_eval` installs
+    # nothing): register now if mteb is loaded, else once it is
+    install_mteb_hook(respect_env=False)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     # bitsandbytes warns on every CPU run that an optional kernels package is missing; it is harmless.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)

@@ -43,6 +43,50 @@ def test_import_linq_eval_is_light() -> None:
     assert res.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("no_hook", ["", "1"])
+def test_import_linq_eval_installs_nothing(no_hook: str) -> None:
+    """No import finder and no excepthook for a process that only imports the package (mteb not loaded)."""
+    code = ("import sys\n"
+            "finders, excepthook = list(sys.meta_path), sys.excepthook\n"
+            "import linq_eval\n"
+            "print(sys.meta_path == finders, sys.excepthook is excepthook, '_linq_eval_hook' in sys.modules)\n")
+    res = _python(code, LINQ_EVAL_NO_HOOK=no_hook)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True", "True", "False"]
+
+
+def test_without_the_hook_import_linq_eval_before_mteb_registers_only_when_asked() -> None:
+    code = (
+        "import linq_eval, mteb\n"
+        "from mteb.models.model_implementations import MODEL_REGISTRY\n"
+        "print('linq' in MODEL_REGISTRY)\n"
+        "linq_eval.register()\n"
+        "print(mteb.get_model_meta('linq').name, mteb.get_task('ADIRetrieval').metadata.name)\n"
+    )
+    res = _python(code, LINQ_EVAL_NO_HOOK="1")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "Linq-AI-Research/Linq-Embed-Mistral", "ADIRetrieval"]
+
+
+def test_our_commands_register_without_the_hook() -> None:
+    """linq-eval and linq-train (one dispatch) see our entries in mteb, also with LINQ_EVAL_NO_HOOK=1."""
+    code = (
+        "import argparse, sys\n"
+        "from linq_eval.cli import dispatch\n"
+        "def command(args):\n"
+        "    import mteb\n"
+        "    print(mteb.get_model_meta('linq').name, mteb.get_task('ADIRetrieval').metadata.name)\n"
+        "    return 0\n"
+        "parser = argparse.ArgumentParser()\n"
+        "parser.add_argument('--verbose', action='store_true')\n"
+        "parser.set_defaults(func=command)\n"
+        "sys.exit(dispatch(parser, []))\n"
+    )
+    res = _python(code, LINQ_EVAL_NO_HOOK="1")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["Linq-AI-Research/Linq-Embed-Mistral", "ADIRetrieval"]
+
+
 def test_plain_import_mteb_registers_linq_without_torch() -> None:
     code = (
         "import sys, mteb\n"
@@ -59,7 +103,7 @@ def test_plain_import_mteb_registers_linq_without_torch() -> None:
     assert lines[2] == "[]"
 
 
-def test_hook_can_be_disabled_and_import_linq_eval_still_registers() -> None:
+def test_hook_can_be_disabled_and_import_linq_eval_after_mteb_still_registers() -> None:
     code = (
         "import mteb\n"
         "from mteb.models.model_implementations import MODEL_REGISTRY\n"
