@@ -205,3 +205,17 @@ def test_a_huge_document_reaches_the_tokenizer_bounded(minilm_dir: Path) -> None
     assert encoder.usage["documents"]["tokens"] <= 2 * model.max_seq_length
     reference = model.encode([huge[:200_000], "a short text"], normalize_embeddings=True)
     np.testing.assert_allclose(out, reference, atol=1e-5)
+
+
+def test_identical_texts_get_bit_identical_vectors(minilm_dir: Path) -> None:
+    """Duplicates are encoded once: exact ties stay exact (the evaluator's tie-break decides, not float noise)."""
+    from linq_eval.core.instructions import load_instructions
+    from linq_eval.models.build import build_model
+    from linq_eval.models.encoder import LinqEncoder
+
+    encoder = LinqEncoder(build_model(str(minilm_dir), dtype="float32"), load_instructions(None))
+    texts = ["a short one", "a much longer text " * 20, "a short one", "x", "a much longer text " * 20]
+    out = encoder.encode_texts(texts)
+    assert out.shape == (5, 384)
+    assert np.array_equal(out[0], out[2]) and np.array_equal(out[1], out[4])
+    assert not np.array_equal(out[0], out[3])

@@ -213,13 +213,18 @@ class LinqEncoder(AbsEncoder):
         full = self._bounded([prefix + (t or "") for t in texts])
         if not full:
             return np.zeros((0, self.model.get_embedding_dimension()), dtype=np.float32)
+        # Each distinct text once: identical texts then get bit-identical vectors (in batches of other shapes
+        # they differ in the last bits, so exact ties, e.g. a document present in two collections, would be
+        # ordered by float noise rather than by the evaluator's tie-break), and repeated texts cost nothing.
+        unique = list(dict.fromkeys(full))
+        where = {text: i for i, text in enumerate(unique)}
         devices = resolve_devices(self.devices)
         if len(devices) > 1:
-            out = self._encode_multiprocess(full, batch_size or self.batch_size, devices)
+            out = self._encode_multiprocess(unique, batch_size or self.batch_size, devices)
         else:
-            out = self._encode_local(full, batch_size or self.batch_size, label)
+            out = self._encode_local(unique, batch_size or self.batch_size, label)
         check_finite(out, label)
-        return out
+        return out if len(unique) == len(full) else out[[where[text] for text in full]]
 
     def _bounded(self, texts: list[str]) -> list[str]:
         """The texts cut before tokenization (:func:`bounded_texts`): what the model sees is unchanged."""
