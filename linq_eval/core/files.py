@@ -10,18 +10,19 @@ of a directory (data folders, model weights, adapters); it imports neither torch
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from linq_eval.core.errors import LinqEvalError
 
-__all__ = ["atomic_write_bytes", "content_sha256", "atomic_write_json", "atomic_write_text", "folder_sha256", "inside",
-           "read_json_file", "sha256_file"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "content_sha256", "file_lock",
+           "folder_sha256", "inside", "parse_json", "read_json_file", "sha256_file"]
 
 
 def inside(folder: str | Path, path: str | Path) -> Path:
@@ -63,16 +64,25 @@ def atomic_write_json(path: str | Path, payload: Any, *, folder: str | Path | No
     return atomic_write_text(path, text, folder=folder)
 
 
+def parse_json(text: str, origin: str, fix: str = "restore or delete it") -> Any:  # noqa: ANN401 -- any JSON
+    """``json.loads`` whose failures (bad syntax, nesting deep enough to overflow) are one line naming ``origin``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LinqEvalError(f"{origin}: not valid JSON ({exc.msg}, line {exc.lineno}): {fix}") from None
+    except RecursionError:
+        raise LinqEvalError(f"{origin}: JSON nested too deeply: {fix}") from None
+
+
 def read_json_file(path: str | Path) -> Any:  # noqa: ANN401
     """A JSON file's content; an unreadable one (empty, cut, not UTF-8, not JSON) is a one-line LinqEvalError."""
     try:
-        return json.loads(Path(path).read_bytes().decode("utf-8"))
+        text = Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise LinqEvalError(f"{path}: no such file") from None
     except UnicodeDecodeError as exc:
         raise LinqEvalError(f"{path}: not UTF-8 (byte {exc.start}): restore or delete it") from None
-    except json.JSONDecodeError as exc:
-        raise LinqEvalError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}): restore or delete it") from None
+    return parse_json(text, str(path))
 
 
 def sha256_file(path: str | Path) -> str:
@@ -113,3 +123,16 @@ def content_sha256(folder: str | Path) -> str:
     if not any(p.is_file() and p.suffix in MODEL_SUFFIXES for p in root.rglob("*")):
         raise LinqEvalError(f"{root}: no weights or configs in it: point at a model or adapter directory")
     return folder_sha256(root, MODEL_SUFFIXES, _SKIP)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if needed); other holders wait here."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from linq_eval.core.errors import LinqEvalError
+from linq_eval.core.files import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +86,7 @@ class InstructionTable:
 
 
 def _read_table(text: str, origin: str) -> InstructionTable:
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LinqEvalError(f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno}): fix the file") from None
-    except RecursionError:
-        raise LinqEvalError(f"{origin}: JSON nested too deeply: fix the file") from None
+    raw = parse_json(text, origin, "fix the file")
     if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), dict):
         raise LinqEvalError(f'{origin}: expected an object with a "tasks" mapping of task name -> instruction')
     if not isinstance(raw.get("task_types", {}), dict):

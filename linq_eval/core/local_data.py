@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.files import folder_sha256, inside
+from linq_eval.core.files import folder_sha256, inside, parse_json
 from linq_eval.core.settings import DATA_ENV, data_dir  # noqa: F401 -- re-exported for the data readers
 
 DATA_SUFFIXES = (".jsonl", ".tsv", ".json")
@@ -105,12 +105,7 @@ def read_jsonl(path: Path, required: tuple[str, ...], optional: tuple[str, ...] 
                 line = line.removeprefix("\ufeff")  # a byte-order mark is not content
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LinqEvalError(f"{path}:{number}: not valid JSON ({exc.msg}): fix or remove the line") from None
-            except RecursionError:
-                raise LinqEvalError(f"{path}:{number}: JSON nested too deeply: fix or remove the line") from None
+            row = parse_json(line, f"{path}:{number}", "fix or remove the line")
             if not isinstance(row, dict):
                 raise LinqEvalError(f"{path}:{number}: expected a JSON object, got a {_json_type(row)}: every line "
                                     f"is one object with {list(required)}")

@@ -12,7 +12,6 @@ with a warning. mteb has no hook for any of this, hence this module.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.files import inside, read_json_file
+from linq_eval.core.files import file_lock, inside, read_json_file
 
 logger = logging.getLogger(__name__)
 
@@ -30,18 +29,10 @@ STAGING = ".staging"
 LOCKS = ".locks"
 
 
-@contextlib.contextmanager
-def task_lock(cache_path: Path, result_path: Path) -> Iterator[None]:
-    """Hold the lock of one (model folder, task) result: a concurrent run on the same folder waits here."""
-    folder = cache_path / LOCKS
-    folder.mkdir(parents=True, exist_ok=True)
+def task_lock(cache_path: Path, result_path: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock of one (model folder, task) result: a concurrent run on the same folder waits for it."""
     key = hashlib.sha256(str(result_path.relative_to(cache_path)).encode()).hexdigest()[:24]
-    with (folder / f"{key}.lock").open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return file_lock(cache_path / LOCKS / f"{key}.lock")
 
 
 def readable_result(path: Path) -> bool:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from linq_eval.core.errors import LinqEvalError
+from linq_eval.core.files import file_lock
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTaskRetrieval
@@ -272,18 +273,9 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-@contextlib.contextmanager
-def folder_lock(folder: Path) -> Any:  # noqa: ANN401 -- a context manager
-    """An exclusive lock on a cache folder (``fcntl.flock`` on a file beside it); waits for other holders."""
-    import fcntl
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.with_name(folder.name + ".lock"), "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+def folder_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """An exclusive lock on a cache folder (a lock file beside it); waits for other holders."""
+    return file_lock(folder.with_name(folder.name + ".lock"))
 
 
 def _cache_key(system: System) -> str:
