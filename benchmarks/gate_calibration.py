@@ -1,4 +1,4 @@
-"""Calibrate ``linq-eval gate`` by simulation on stored per-query scores of real systems (statistics.md).
+"""Calibrate ``linq-eval gate`` by simulation on stored per-query scores of real systems (docs/stats.md).
 
 For every shipped light set, real systems' per-query nDCG@10 (the light validation panel: all-MiniLM-L6-v2 at
 256 and 64 tokens, BM25) give the paired differences d_q of a "near" pair (the same model truncated: what a
@@ -21,7 +21,7 @@ light-set size (exit status 1 when the first method misses one).
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gate_calibration.py [--sims 400 --sims-needed 100 --delta 0.01]
         [--methods bca percentile studentized] [--only ADIRetrieval-light ...]
 
-Writes ``results/gate/calibration.json`` (``--out``) and prints the README table. The bootstrap and permutation
+Writes ``results/gate/calibration.json`` (``--out``) and prints the table in docs/gate.md. The bootstrap and permutation
 tests use 1,000 resamples per simulated gate (the gate itself uses 10,000); 400 gates per rate at the light sets'
 sizes (+/- 2 points; +/- 0.8 at a rate of 2.5%) and 100 at the sizes needed (+/- 4 points): enough to check the
 targets, not to polish them.

@@ -31,7 +31,7 @@ PUBLISHED = {
     "STSBenchmark": 0.8203247283076371,
     "LegalBenchCorporateLobbying": 0.86413,
 }
-# Known differences between the local copies and mteb's data (shared/data/README.md).
+# Known differences between the local copies and mteb's data (recorded with the data).
 DATA_NOTES = {
     "BIOSSES": "local copy differs slightly from MTEB's (4 characters, 93 vs 92 unique sentence1)",
     "STS14": "local copy 1 character off MTEB's in sentence1",

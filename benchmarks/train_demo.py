@@ -16,7 +16,7 @@ Every "better/worse" is a paired comparison over the same queries (nDCG@10 per q
 per-query files): mean difference, 95% paired bootstrap CI, sign-flip permutation p, Holm's correction across
 the tasks of a comparison, and the task-stratified macro CI. Light sets: the shipped ones were pooled with
 all-MiniLM-L6-v2 itself, so base MiniLM keeps its full-corpus score on them while its (non-pooled) fine-tuned
-checkpoints may gain: MiniLM base-vs-tuned on light sets is biased towards the tuned side (statistics.md); the
+checkpoints may gain: MiniLM base-vs-tuned on light sets is biased towards the tuned side (docs/stats.md); the
 full tasks decide, and comparisons between fine-tuned MiniLM variants, and SmolLM2's, are unbiased on both.
 
 Run (about 40 minutes on 2 CPU cores; everything resumes: finished stages and evaluations are read back)::
@@ -269,7 +269,7 @@ def main() -> None:
             "not short here; the tests train with it on). About 500 of the 3,277 refined examples are seen once: "
             "far below the report's scale (batches of ~2,048, thousands of steps), so small effects are expected.",
             f"Evaluation at {MINILM_EVAL_LENGTH} tokens (MiniLM) and {SMOLLM2_EVAL_LENGTH} (SmolLM2), fp32 on this "
-            "CPU; checkpoints were validated during training at 16 bits (not method.md's 4-bit NF4: bitsandbytes' "
+            "CPU; checkpoints were validated during training at 16 bits (not the report's 4-bit NF4: bitsandbytes' "
             "CPU kernels are several times slower than fp32 here).",
             "Light sets: ADI and Medline for MiniLM, ADI for SmolLM2; SmolLM2 full: ADI and Medline (CPU caps).",
             "The shipped light sets were pooled with all-MiniLM-L6-v2: MiniLM base keeps its full-corpus score there "

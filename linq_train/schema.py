@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Task kinds whose positives are "another text of the same label": other same-label texts in a batch are
-# positives too, so in-batch negatives must be off for them (method.md, Crafting).
+# positives too, so in-batch negatives must be off for them (docs/training.md, Crafting).
 NO_IN_BATCH_NEGATIVES = frozenset({"Classification", "Clustering"})
 
 

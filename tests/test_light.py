@@ -128,7 +128,7 @@ def medline_panel():
 
 @pytest.mark.parametrize("depth", [10, 30])
 def test_exact_properties_of_dense_systems_on_a_light_corpus(medline_panel, depth: int) -> None:
-    """statistics.md: no dense system scores lower on the light corpus (same queries, all relevant documents
+    """docs/stats.md: no dense system scores lower on the light corpus (same queries, all relevant documents
     kept), and a dense system that pooled at depth >= 10 scores exactly the same nDCG@10."""
     manifest = manifest_for(medline_panel, 20, depth, f"bm25,{MINILM}", seed=1)
     light = light_scores(medline_panel, manifest)

@@ -117,7 +117,7 @@ def gate_verdicts(per_query: dict[tuple[str, int], dict[str, dict[str, float]]],
                   delta: float) -> list[dict[str, Any]]:
     """``linq-eval gate``'s verdict on each system against the first (the baseline), at every precision.
 
-    The conclusion a cheaper precision must preserve (statistics.md): a checkpoint that passes, fails or cannot
+    The conclusion a cheaper precision must preserve (docs/stats.md): a checkpoint that passes, fails or cannot
     be decided at the reference precision should get the same verdict at the cheaper one.
     """
     from linq_eval.core.gate_rule import GateRule, decide

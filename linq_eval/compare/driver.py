@@ -3,7 +3,7 @@
 Each (model, precision) is evaluated through mteb in a process of its own (``compare_run``), results in mteb's
 cache with per-query scores; the highest precision is the reference and is also run a second time with other
 batching (A/A) to measure the noise floor. ``compare_analysis`` turns the per-query scores into TOST verdicts
-(``shared/notes/statistics.md``); ``compare_report`` prints and writes them.
+(docs/stats.md); ``compare_report`` prints and writes them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The gate's decision rule: non-inferiority of a checkpoint against its baseline (``shared/notes/statistics.md``).
+"""The gate's decision rule: non-inferiority of a checkpoint against its baseline (docs/stats.md).
 
 Pure: per-query scores in, a decision out (numpy/scipy through ``stats``; no torch, no mteb). A gate that fails
 only on a *significant* drop passes every regression when queries are few; this one asks "can we rule out a
@@ -33,7 +33,7 @@ METHOD_NAMES = {"bca": "BCa", "percentile": "percentile", "studentized": "studen
 
 @dataclass(frozen=True)
 class GateRule:
-    """The thresholds of the rule; every one is a parameter (statistics.md's defaults)."""
+    """The thresholds of the rule; every one is a parameter (the defaults in docs/stats.md)."""
 
     delta: float = 0.01  # the largest drop that is tolerated, on the score scale (0.01 = one nDCG point)
     alpha: float = 0.05  # family-wise error of the per-task drop tests (Holm), and 1 - confidence of the CI

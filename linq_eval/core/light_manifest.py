@@ -196,7 +196,7 @@ def write_manifest(manifest: LightManifest, directory: Path | None = None) -> Pa
 
 def require_pool_independence(manifests: list[LightManifest], models: dict[str, str], *,
                               allow_pooled: bool = False, override: str | None = "--allow-pooled") -> list[str]:
-    """Refuse a comparison on light sets pooled by one of the compared models (statistics.md).
+    """Refuse a comparison on light sets pooled by one of the compared models (docs/stats.md).
 
     ``models`` maps a label (e.g. "baseline") to the model's canonical name. A pooled model keeps its full-corpus
     score while every other system gains, so the comparison is biased against it. With ``allow_pooled`` the

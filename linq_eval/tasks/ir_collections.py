@@ -45,7 +45,7 @@ class Collection:
     instruction: str
     domains: tuple[str, ...]
     date: tuple[str, str]
-    sha256: dict[str, str]  # file (relative to the folder) -> sha256, from shared/data/README.md
+    sha256: dict[str, str]  # file (relative to the folder) -> sha256, as the data's own README records them
     citation: str = ""
 
 

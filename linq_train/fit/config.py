@@ -1,6 +1,6 @@
 """The training config of ``linq-train fit``: typed and closed (pydantic, ``extra="forbid"``), read from YAML or TOML.
 
-Every training default of method.md is a field here (LoRA r 16 / alpha 32 on all linear layers, InfoNCE at scale
+Every training default of the method (docs/training.md) is a field here (LoRA r 16 / alpha 32 on all linear layers, InfoNCE at scale
 50 = temperature 0.02, lr 1e-4, 100 warmup steps, linear decay, gradient caching, bf16 where supported, gradient
 checkpointing). A bad config is one line naming the key and the fix, raised before any data or model loads;
 :func:`check_inputs` then checks what needs the file system (the refined data, the held-out guard), still
@@ -90,13 +90,13 @@ class ValidationSettings(_Closed):
     enabled: bool = True
     tasks: list[str] = Field(["ADIRetrieval-light", "MedlineRetrieval-light", "CISIRetrieval-light"],
                              description="held-out light sets (or any mteb retrieval task not in the training data)")
-    bits: Literal[4, 8, 16] = Field(4, description="4 = NF4 (method.md's streamlined evaluation); 16 on a CPU is "
+    bits: Literal[4, 8, 16] = Field(4, description="4 = NF4 (the report's streamlined evaluation); 16 on a CPU is "
                                     "much faster than bitsandbytes' CPU kernels")
     batch_size: int = Field(32, ge=1)
     dtype: Literal["bfloat16", "float16", "float32"] | None = None
     max_length: int | None = Field(None, ge=2, description="default: the training max_length")
     gate_baseline: str | None = Field(None, description="a baseline name or file for linq_eval.gate.driver.gate_checkpoint: "
-                                      "each checkpoint is also gated against it (exit 0 pass / 1 fail / 2 undecided)")
+                                      "each checkpoint is also gated against it (exit 0 pass / 1 fail / 3 cannot decide / 2 error)")
     gate_delta: float = Field(0.01, gt=0)
     gate_alpha: float = Field(0.05, gt=0, lt=1)
 

@@ -3,7 +3,7 @@
 - Tasks with in-batch negatives (retrieval, STS, NLI): sentence-transformers'
   ``CachedMultipleNegativesRankingLoss`` at ``scale`` 50 (temperature 0.02): InfoNCE of each anchor against its
   positive, every other row's positive and every row's hard negatives.
-- Tasks without (classification, clustering; method.md): :class:`OwnNegativesLoss` below. Their positive is
+- Tasks without (classification, clustering; docs/training.md): :class:`OwnNegativesLoss` below. Their positive is
   "another text of the same label", so other rows of a batch are often positives too and must not be pushed
   away; sentence-transformers has no cached InfoNCE restricted to a row's own candidates (its
   ``directions``/``hardness`` options only add terms or re-weight them), hence this class.

@@ -1,6 +1,6 @@
 """The refinement config: typed and closed (pydantic, ``extra="forbid"``), read from YAML or TOML.
 
-Every default of method.md is a field here, not a constant in code. A bad config is one line naming the
+Every default of the method (docs/training.md) is a field here, not a constant in code. A bad config is one line naming the
 key and the fix, raised before any data or model loads.
 """
 

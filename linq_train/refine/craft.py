@@ -1,6 +1,6 @@
 """Crafting: raw task data -> :class:`~linq_train.schema.Example` lists, one task at a time.
 
-Three families (method.md, Crafting): BEIR retrieval folders (qrels positives), pair files for STS/NLI
+Three families (docs/training.md, Crafting): BEIR retrieval folders (qrels positives), pair files for STS/NLI
 (pairs scoring at least a threshold), and labelled texts for classification/clustering (a same-label text
 as positive, in-batch negatives off). Each task also carries its candidate pool ("corpus"), which the
 teacher ranks and the miner draws negatives from.
