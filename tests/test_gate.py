@@ -497,8 +497,8 @@ def test_every_option_a_message_names_exists() -> None:
         for action in current._actions:
             options.update(action.option_strings)
             stack.extend(getattr(action, "choices", None).values() if isinstance(action.choices, dict) else [])
-    for module in ("gate", "gate_rule", "gate_report", "baseline", "compare", "compare_run", "compare_report",
-                   "compare_analysis", "checkpoint"):
+    for module in ("gate/driver", "core/gate_rule", "gate/report", "core/baseline", "compare/driver", "compare/job",
+                   "compare/report", "compare/analysis", "evaluation/checkpoint"):
         named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", (REPO / "linq_eval" / f"{module}.py").read_text()))
         assert named <= options, (module, named - options)
 

@@ -26,25 +26,45 @@ REPO = Path(__file__).resolve().parents[1]
 TASKS = sorted(json.loads(p.read_text())["source_task"] for p in (REPO / "tasks_light").glob("*-light.json"))
 
 
+# Float noise: documents whose first 16 tokens are the same (Cranfield's series of reports, say) embed to
+# vectors equal up to the last bits, so their order differs between any two encodes of them.
+NOISE = 1e-5
+
+
 @pytest.fixture(scope="module")
-def mteb_per_query(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
+def mteb_evaluation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict, dict]]:
+    """Task -> (mteb's per-query scores, mteb's saved ranking) of the system, from `linq-eval run`."""
     cache = tmp_path_factory.mktemp("mteb-cache")
     run(RunSpec(model=MINILM, max_length=16, dtype="float32"), TASKS, cache, show_progress=False)
     out = {}
     for path in (cache / "per_query").rglob("*.json"):
         data = json.loads(path.read_text())
-        out[data["task_name"]] = data["scores"]["test"]["default"]
+        task = data["task_name"]
+        ranking = next((cache / "predictions").rglob(f"{task}_predictions.json"))
+        out[task] = (data["scores"]["test"]["default"], json.loads(ranking.read_text())["default"]["test"])
     return out
 
 
+def _top_scores(run_: dict[str, float], k: int = 11) -> np.ndarray:
+    return np.sort(np.array(list(run_.values())))[::-1][:k]
+
+
 @pytest.mark.parametrize("task", TASKS)
-def test_validator_per_query_scores_equal_mtebs(task: str, mteb_per_query: dict) -> None:
+def test_validator_per_query_scores_equal_mtebs(task: str, mteb_evaluation: dict) -> None:
+    """Equal on every query, except where documents tied up to float noise straddle rank 10: there the two
+    rankings must hold the same scores (to NOISE) at every rank, so only the order of near-ties differs."""
+    theirs_scores, theirs_runs = mteb_evaluation[task]
     panel = prepare(mteb.get_task(task), panel=(SYSTEM,), pool_refs=())
     ours = panel.full[SYSTEM.name]
-    theirs = {q: s for q, s in mteb_per_query[task].items() if q in ours}
+    theirs = {q: s for q, s in theirs_scores.items() if q in ours}
     assert set(ours) == set(theirs)
-    diffs = np.array([ours[q] - theirs[q] for q in ours])
-    assert np.abs(diffs).max() < 1e-6, f"{task}: {int((np.abs(diffs) >= 1e-6).sum())} queries differ"
+    differing = [q for q in ours if abs(ours[q] - theirs[q]) >= 1e-6]
+    assert len(differing) <= max(1, len(ours) // 50), f"{task}: {len(differing)} of {len(ours)} queries differ"
+    for q in differing:
+        mine = _top_scores(panel.rankers[SYSTEM.name].run(query_ids=[q], top_k=11)[q])
+        np.testing.assert_allclose(mine, _top_scores(theirs_runs[q]), atol=NOISE, err_msg=f"{task} query {q}")
+        gaps = np.diff(mine)
+        assert (np.abs(gaps) < NOISE).any(), f"{task} query {q}: differs without a near-tie"
 
 
 def test_every_shipped_task_is_covered() -> None:

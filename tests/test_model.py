@@ -187,7 +187,7 @@ def test_pickle_weights_refused_by_default(tiny_mistral_dir: Path, tmp_path: Pat
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         (model_dir / name).write_bytes((tiny_mistral_dir / name).read_bytes())
     assert not list(model_dir.glob("*.safetensors"))
-    with pytest.raises(LinqEvalError, match="cannot load model"):
+    with pytest.raises(LinqEvalError, match="pickles are refused|cannot load model"):
         build_model(str(model_dir), device="cpu")
     assert build_model(str(model_dir), device="cpu", allow_pickle=True).encode(["x"]).shape[0] == 1
 
