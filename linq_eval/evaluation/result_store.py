@@ -20,8 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.files import file_lock, inside, read_json_file
+from linq_eval.core.files import file_lock, inside
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +41,10 @@ def readable_result(path: Path) -> bool:
     from mteb.results import TaskResult
 
     try:
-        read_json_file(path)
         TaskResult.from_disk(path)
         return True
-    except (LinqEvalError, ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+    # empty, cut or non-UTF-8 files raise JSON/Unicode decode errors, both ValueErrors, as pydantic's do
+    except (ValueError, KeyError, TypeError) as exc:
         logger.warning("stored result %s is unreadable (%s): recomputing that task", path, str(exc).splitlines()[0])
         path.unlink(missing_ok=True)
         return False
