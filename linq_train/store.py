@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from linq_eval.core.files import atomic_write_text
 from linq_train.schema import Example
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class StageStore:
             for example in examples:
                 handle.write(json.dumps(asdict(example), ensure_ascii=False) + "\n")
         record = {"stage": name, "fingerprint": stamp, **record}
-        (folder / STAGE_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        atomic_write_text(folder / STAGE_FILE, json.dumps(record, indent=2))
         return record
 
     def examples(self, name: str) -> list[Example]:

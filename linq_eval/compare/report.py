@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 from linq_eval.compare.job import throughput
 from linq_eval.core.console import console
-from linq_eval.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from linq_eval.core.files import atomic_write_figure, atomic_write_json, atomic_write_text
 
 
 def _ci(pair: list[float]) -> str:
@@ -109,10 +108,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(f"main score, {bits} bits (90% CI of the difference)", fontsize=8)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write_figure(path, fig, dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write(report: dict[str, Any], out: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -21,7 +22,7 @@ from typing import Any
 
 from linq_eval.core.errors import LinqEvalError
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "content_sha256", "file_lock",
+__all__ = ["atomic_write_bytes", "atomic_write_figure", "atomic_write_json", "atomic_write_text", "content_sha256", "file_lock",
            "folder_sha256", "inside", "parse_json", "read_json_file", "sha256_file"]
 
 
@@ -62,6 +63,13 @@ def atomic_write_json(path: str | Path, payload: Any, *, folder: str | Path | No
     """``payload`` as sorted, indented JSON with a final newline, written atomically."""
     text = json.dumps(payload, indent=indent, sort_keys=True, default=default, allow_nan=False) + "\n"
     return atomic_write_text(path, text, folder=folder)
+
+
+def atomic_write_figure(path: str | Path, figure: Any, *, dpi: int = 110) -> Path:  # noqa: ANN401 -- a matplotlib Figure
+    """A matplotlib figure as a PNG, rendered in memory and written atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def parse_json(text: str, origin: str, fix: str = "restore or delete it") -> Any:  # noqa: ANN401 -- any JSON

@@ -11,6 +11,7 @@ from typing import Any
 
 from linq_eval.core.console import console
 from linq_eval.core.errors import LinqEvalError
+from linq_eval.core.files import atomic_write_figure, atomic_write_text
 from linq_eval.core.light_manifest import LightManifest, available, load_manifest, manifest_path
 from linq_eval.light.validate import (
     MINILM,
@@ -100,9 +101,8 @@ def _machine() -> dict[str, Any]:
 
 
 def _write(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=float) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    # NaN stays NaN here (a tau over tied systems), so not atomic_write_json, which refuses it
+    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True, default=float) + "\n")
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -165,7 +165,7 @@ def plot_light_vs_full(rows: list[dict[str, Any]], path: Path) -> None:
         ax.axis("off")
     fig.suptitle("light vs full (squares: pooled systems)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write_figure(path, fig, dpi=110)
     plt.close(fig)
 
 
@@ -198,5 +198,5 @@ def plot_fidelity_cost(rows: list[dict[str, Any]], path: Path) -> None:
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in colours.items()]
     fig.legend(handles=handles, loc="upper right", fontsize=7, title="pool (x: reversal / wrong direction)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write_figure(path, fig, dpi=100)
     plt.close(fig)

@@ -20,6 +20,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from linq_eval.core.files import atomic_write_text
 from linq_train.fit.config import FitConfig, ValidationSettings
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class CheckpointCallback(TrainerCallback):
             return
         folder = checkpoint_dir(args.output_dir, state.global_step)
         record = {**self.provenance, "step": state.global_step, "max_steps": state.max_steps}
-        (folder / PROVENANCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        atomic_write_text(folder / PROVENANCE_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
         if self.validator is None:
             return
         start = time.perf_counter()
@@ -129,7 +130,7 @@ class CheckpointCallback(TrainerCallback):
             entry["gate"] = gate
         stage_dir = Path(args.output_dir)
         history = [e for e in read_validation(stage_dir) if e["step"] != state.global_step] + [entry]
-        (stage_dir / VALIDATION_FILE).write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(stage_dir / VALIDATION_FILE, json.dumps(history, indent=2) + "\n")
         state.log_history.append({"step": state.global_step, **{f"validation/{t}": s for t, s in scores.items()}})
         line = f"step {state.global_step} validation: " + ", ".join(f"{t} {s:.4f}" for t, s in scores.items())
         if gate is not None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from linq_eval.core.errors import LinqEvalError
+from linq_eval.core.files import atomic_write_text
 from linq_train.fit.callbacks import CheckpointCallback, Report, Validator, read_validation, stage_provenance
 from linq_train.fit.config import FitConfig, HomogeneousStage, MixedStage, check_inputs, load_fit_config
 from linq_train.store import fingerprint
@@ -285,13 +286,13 @@ class _Fit:
         if trainer.is_world_process_zero():
             final = stage_dir / FINAL
             trainer.save_model(str(final))
-            (final / "training_provenance.json").write_text(json.dumps(
+            atomic_write_text(final / "training_provenance.json", json.dumps(
                 {**provenance, "step": state.global_step, "max_steps": state.max_steps,
-                 "train_loss": float(output.training_loss)}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+                 "train_loss": float(output.training_loss)}, indent=2, sort_keys=True) + "\n")
             result.adapter = str(final)
             record = asdict(result)
             record.pop("skipped")
-            (stage_dir / STAGE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")  # last
+            atomic_write_text(stage_dir / STAGE_FILE, json.dumps(record, indent=2) + "\n")  # last
         else:
             result.adapter = str(stage_dir / FINAL)
         return result

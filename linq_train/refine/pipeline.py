@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from linq_eval.core.files import atomic_write_text
 from linq_eval.core.instructions import load_instructions
 from linq_train.refine.config import RefineConfig, load_config
 from linq_train.refine.craft import TaskData, craft
@@ -133,7 +134,7 @@ class _Run:
             tasks.update(craft(cfg.sources, self.data_dir, self.table, cfg.seed))
             pools = {t.task: {"task_type": t.task_type, "instruction": t.instruction, "corpus": t.corpus}
                      for t in tasks.values()}
-            (folder / "pools.json").write_text(json.dumps(pools, ensure_ascii=False), encoding="utf-8")
+            atomic_write_text(folder / "pools.json", json.dumps(pools, ensure_ascii=False))
             return [e for t in tasks.values() for e in t.examples], [], None
 
         examples = self.stage("craft", stamp, compute)

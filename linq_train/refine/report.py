@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from linq_eval.core.files import atomic_write_figure, atomic_write_text
 from linq_train.refine.config import RefineConfig
 from linq_train.schema import Example
 
@@ -58,7 +59,7 @@ def plot_scores(groups: dict[str, list[float]], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write_figure(path, fig, dpi=110)
     plt.close(fig)
 
 
@@ -85,6 +86,6 @@ def write_report(cfg: RefineConfig, records: dict[str, dict[str, Any]], scored: 
         "scores": {label: summary(values) for label, values in groups.items()},
         "config": cfg.model_dump(mode="json"),
     }
-    (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    atomic_write_text(folder / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
     plot_scores(groups, folder / "scores.png", f"{cfg.name}: teacher {cfg.teacher.model}")
     return report

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from linq_eval.core.files import atomic_write_text
 from linq_eval.core.instructions import ASYMMETRIC_TYPES
 from linq_train.refine.config import TeacherConfig
 from linq_train.schema import Example
@@ -63,7 +64,7 @@ class Embeddings:
         np.save(folder / f"{task}.docs.npy", self.docs)
         np.save(folder / f"{task}.queries.npy", self.query_vectors)
         ids = {"doc_ids": self.doc_ids, "queries": self.queries}
-        (folder / f"{task}.ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
+        atomic_write_text(folder / f"{task}.ids.json", json.dumps(ids, ensure_ascii=False))
 
     @classmethod
     def load(cls, folder: Path, task: str) -> Embeddings:
