@@ -28,7 +28,7 @@ class Example:
     Args:
         task: task name (a key of the instruction table, e.g. ``CACMRetrieval``).
         task_type: mteb task type (``Retrieval``, ``STS``, ``Classification``, ``Clustering``...).
-        instruction: the task's instruction from linq_eval's instruction table.
+        instruction: the instruction evaluation gives the task (``linq_train.refine.policy.task_instruction``).
         query: the raw query text (the instruction is not baked in).
         positive: the positive text.
         negatives: mined hard negatives, hardest first.

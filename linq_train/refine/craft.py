@@ -1,9 +1,12 @@
 """Crafting: raw task data -> :class:`~linq_train.schema.Example` lists, one task at a time.
 
-Three families (docs/training.md, Crafting): BEIR retrieval folders (qrels positives), pair files for STS/NLI
-(pairs scoring at least a threshold), and labelled texts for classification/clustering (a same-label text
-as positive, in-batch negatives off). Each task also carries its candidate pool ("corpus"), which the
-teacher ranks and the miner draws negatives from.
+Four families (docs/training.md, Crafting): BEIR retrieval folders (qrels positives), pair files for STS/NLI
+(pairs scoring at least a threshold), labelled texts for classification/clustering (a same-label text
+as positive, in-batch negatives off), and a corpus's titles as weak queries for their own bodies. Each task
+also carries its candidate pool ("corpus"), which the teacher ranks and the miner draws negatives from.
+
+Every example records the instruction evaluation gives its task (:func:`linq_train.refine.policy.task_instruction`),
+the one the teacher and training instruct it with.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from pathlib import Path
 
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.instructions import InstructionTable
-from linq_eval.core.local_data import read_beir, read_pairs
-from linq_train.refine.config import BeirSource, LabelledSource, PairSource, Source
+from linq_eval.core.local_data import read_beir, read_jsonl, read_pairs
+from linq_train.refine.config import BeirSource, LabelledSource, PairSource, Source, TitleSource
+from linq_train.refine.policy import task_instruction
 from linq_train.schema import NO_IN_BATCH_NEGATIVES, Example
 
 logger = logging.getLogger(__name__)
@@ -54,7 +58,7 @@ def craft_beir(source: BeirSource, data_dir: Path, table: InstructionTable) -> T
         raise LinqEvalError(f"{folder}/qrels/{source.split}.tsv does not exist: set split to one of {splits} "
                             f"for source '{source.task}'")
     data = read_beir(folder, split=source.split)
-    instruction = table.lookup(source.task, source.task_type)
+    instruction = task_instruction(table, source.task, source.task_type)
     query_ids = sorted(data.queries, key=lambda q: (len(q), q))[: source.max_queries]
     corpus = _pool(data.corpus, {d for q in query_ids for d in data.qrels[q]}, source.max_corpus)
     answers = _answers(folder, source.answers) if source.answers else {}
@@ -102,7 +106,7 @@ def craft_pairs(source: PairSource, data_dir: Path, table: InstructionTable) -> 
         raise LinqEvalError(f"pair file {path} does not exist: point source '{source.task}' at a folder "
                             "with test.jsonl or at a .jsonl file")
     columns = read_pairs(path, *source.score_range)
-    instruction = table.lookup(source.task, source.task_type)
+    instruction = task_instruction(table, source.task, source.task_type)
     ids: dict[str, str] = {}
     for text in columns["sentence1"] + columns["sentence2"]:
         ids.setdefault(text, f"s{len(ids)}")
@@ -125,8 +129,6 @@ def craft_pairs(source: PairSource, data_dir: Path, table: InstructionTable) -> 
 
 def read_labelled(path: Path) -> list[tuple[str, str]]:
     """(text, label) per JSONL line, checked strictly (file:line errors)."""
-    from linq_eval.core.local_data import read_jsonl
-
     if not path.is_file():
         raise LinqEvalError(f"labelled file {path} does not exist: give a JSONL file with 'text' and 'label'")
     rows = read_jsonl(path, ("text", "label"))
@@ -139,7 +141,7 @@ def read_labelled(path: Path) -> list[tuple[str, str]]:
 def craft_labelled(source: LabelledSource, data_dir: Path, table: InstructionTable, seed: int) -> TaskData:
     """Each text with ``positives_per_text`` other texts of its label; the pool is every text."""
     rows = read_labelled(_folder(data_dir, source.path))
-    instruction = table.lookup(source.task, source.task_type)
+    instruction = task_instruction(table, source.task, source.task_type)
     corpus = {f"t{i}": text for i, (text, _) in enumerate(rows)}
     by_label: dict[str, list[str]] = defaultdict(list)
     for i, (_, label) in enumerate(rows):
@@ -160,12 +162,87 @@ def craft_labelled(source: LabelledSource, data_dir: Path, table: InstructionTab
     return TaskData(source.task, source.task_type, instruction, corpus, examples)
 
 
+def read_corpus(folder: Path, task: str) -> dict[str, dict[str, str]]:
+    """A BEIR folder's corpus.jsonl only (id -> title, text), checked line by line; no queries or qrels needed."""
+    path = folder / "corpus.jsonl"
+    if not path.is_file():
+        raise LinqEvalError(f"{path} does not exist: point source '{task}' at a BEIR folder with corpus.jsonl")
+    docs: dict[str, dict[str, str]] = {}
+    for number, row in read_jsonl(path, ("_id", "text"), ("title",)):
+        key = str(row["_id"])
+        if key in docs:
+            raise LinqEvalError(f"{path}:{number}: duplicate _id {key!r}: every id must be unique; "
+                                "remove or rename one")
+        docs[key] = {"title": row.get("title") or "", "text": row["text"]}
+    return docs
+
+
+_SENTENCE_END = ".!?:"
+
+
+def body_without_title(title: str, text: str) -> str:
+    """A document's body without the copies of its title at the start.
+
+    Cranfield repeats every title as the body's first sentence (``"<title> . <abstract>"``, twice for doc 410):
+    left in, the positive would contain its query verbatim and teach nothing. A title that only begins the first
+    sentence (CISI: ``"Case Studies in Library Computer Systems does not follow ..."``) is part of the body.
+    """
+    title, body = title.strip(), text.strip()
+    while title and body.startswith(title):
+        rest = body[len(title):]
+        if not rest.strip():
+            return ""  # a title-only record
+        if not (title[-1] in _SENTENCE_END or rest.lstrip(" \t")[0] in _SENTENCE_END + "\n"):
+            return body  # the title opens a sentence of the body
+        body = rest.lstrip(" \t\n" + _SENTENCE_END).strip()
+    return body
+
+
+def craft_titles(source: TitleSource, data_dir: Path, table: InstructionTable, seed: int) -> TaskData:
+    """Title -> body of the same document, for every document with a long enough title and body.
+
+    The pool is every such document's body (or the sampled ones plus ``max_corpus`` others). A query's known
+    positives are all documents with the same title (reprints, series volumes), so none becomes its negative.
+    """
+    folder = _folder(data_dir, source.folder)
+    docs = read_corpus(folder, source.task)
+    pairs: dict[str, tuple[str, str]] = {}
+    for doc_id in sorted(docs, key=lambda d: (len(d), d)):
+        title = docs[doc_id]["title"].strip()
+        body = body_without_title(title, docs[doc_id]["text"])
+        if len(title) >= source.min_title_chars and len(body) >= source.min_body_chars:
+            pairs[doc_id] = (title, body)
+    if not pairs:
+        raise LinqEvalError(f"{folder}/corpus.jsonl has no document with a title of >= {source.min_title_chars} and "
+                            f"a body of >= {source.min_body_chars} characters: lower min_title_chars/min_body_chars "
+                            f"of source '{source.task}' or give a folder with titles")
+    chosen = list(pairs)
+    if source.max_pairs is not None and source.max_pairs < len(chosen):
+        picked = set(random.Random(seed).sample(chosen, source.max_pairs))
+        chosen = [d for d in chosen if d in picked]
+    sampled = set(chosen)
+    keep = sampled | set([d for d in pairs if d not in sampled][: source.max_corpus])
+    corpus = {d: pairs[d][1] for d in pairs if d in keep}
+    same_title: dict[str, list[str]] = defaultdict(list)
+    for doc_id, (title, _) in pairs.items():
+        same_title[" ".join(title.lower().split())].append(doc_id)
+    instruction = task_instruction(table, source.task, source.task_type, fallback=source.instruction)
+    examples = [
+        Example(task=source.task, task_type=source.task_type, instruction=instruction, query=pairs[d][0],
+                positive=pairs[d][1], source=f"titles:{source.folder}", query_id=f"title-{d}", positive_id=d,
+                known_positive_ids=sorted(same_title[" ".join(pairs[d][0].lower().split())]))
+        for d in chosen
+    ]
+    return TaskData(source.task, source.task_type, instruction, corpus, examples)
+
+
 Crafter = Callable[[Source, Path, InstructionTable, int], TaskData]
 # source kind -> crafter: a new family is one entry here and one Source class in config.py
 CRAFTERS: dict[str, Crafter] = {
     "beir": lambda s, d, t, _seed: craft_beir(s, d, t),
     "pairs": lambda s, d, t, _seed: craft_pairs(s, d, t),
     "labelled": craft_labelled,
+    "titles": craft_titles,
 }
 
 

@@ -3,6 +3,8 @@
 Two checks, both on normalised text (NFKC, lower case, runs of non-alphanumerics collapsed to one space):
 an exact match, and a near-duplicate found by MinHash over character shingles with LSH banding, confirmed
 by the exact Jaccard similarity of the two shingle sets (so the banding only proposes, never decides).
+An evaluation document counts whole (title and text), as its text, and as its title and its body without a
+repeated title apart: the texts a ``titles`` source crafts from a corpus.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.local_data import read_beir, read_pairs
 from linq_train.refine.config import EvalSet, LeakageConfig
+from linq_train.refine.craft import body_without_title
 from linq_train.schema import Example
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,18 @@ def jaccard(a: set[int], b: set[int]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
+def _title_parts(corpus: dict[str, dict[str, str]], name: str) -> list[tuple[str, str]]:
+    """A document's title alone and its body without a repeated title: what a ``titles`` source trains on."""
+    out: list[tuple[str, str]] = []
+    for did, doc in corpus.items():
+        if doc["title"].strip():
+            out.append((doc["title"], f"{name}:doc:{did}"))
+            body = body_without_title(doc["title"], doc["text"])
+            if body and body != doc["text"].strip():
+                out.append((body, f"{name}:doc:{did}"))
+    return out
+
+
 def eval_texts(eval_sets: list[EvalSet], data_dir: Path) -> list[tuple[str, str]]:
     """(text, origin) for every query, document or sentence of the evaluation sets."""
     out: list[tuple[str, str]] = []
@@ -54,6 +69,7 @@ def eval_texts(eval_sets: list[EvalSet], data_dir: Path) -> list[tuple[str, str]
             out += [(q, f"{folder.name}:query:{qid}") for qid, q in data.queries.items()]
             out += [(f"{d['title']} {d['text']}".strip(), f"{folder.name}:doc:{did}") for did, d in data.corpus.items()]
             out += [(d["text"], f"{folder.name}:doc:{did}") for did, d in data.corpus.items() if d["title"]]
+            out += _title_parts(data.corpus, folder.name)
         else:
             path = folder / f"{spec.split}.jsonl" if folder.is_dir() else folder
             if not path.is_file():

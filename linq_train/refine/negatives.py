@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from linq_train.refine.config import MiningConfig
-from linq_train.refine.teacher import Embeddings, prefixes
+from linq_train.refine.teacher import Embeddings, task_prefixes
 from linq_train.schema import Example
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def mine_with_sentence_transformers(examples: list[Example], task: TaskData, enc
              if d in task.corpus}
     pairs |= {(e.query, e.positive) for e in examples}
     rows = sorted(pairs)
-    query_prefix, doc_prefix = prefixes(encoder, task.instruction, task.task_type)
+    query_prefix, doc_prefix = task_prefixes(encoder, task)  # the teacher stage's own prefixes
     mined = mine_hard_negatives(
         Dataset.from_dict({"query": [q for q, _ in rows], "positive": [p for _, p in rows]}), encoder.model,
         corpus=list(task.corpus.values()), range_min=cfg.rank_min - 1, range_max=cfg.rank_max,

@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 Dropped = list[tuple[Example, str]]
 STAGES = ("craft", "leakage", "teacher", "filter", "mine", "synthetic")
+# Part of the craft fingerprint: runs crafted under an older instruction policy (the table's generic entry for
+# our collections) are recomputed, not read back, since every later stage embeds with those instructions.
+INSTRUCTION_POLICY = "evaluation prefix_for on mteb metadata"
 
 
 @dataclass
@@ -127,7 +130,7 @@ class _Run:
     def craft(self) -> tuple[dict[str, TaskData], str]:
         cfg = self.cfg
         stamp = fingerprint("craft", [(s.kind, _section(s)) for s in cfg.sources], str(self.data_dir),
-                             self.table.checksum(), cfg.seed)
+                             self.table.checksum(), cfg.seed, INSTRUCTION_POLICY)
         tasks: dict[str, TaskData] = {}
 
         def compute(folder: Path) -> tuple[list[Example], Dropped, None]:

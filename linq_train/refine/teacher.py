@@ -1,9 +1,10 @@
 """The teacher: embeds each task's candidate pool and queries, and scores every example.
 
 The model comes from :func:`linq_eval.evaluation.runner.load_encoder` (any model and precision linq-eval evaluates),
-so pooling, EOS, padding, token-budget batching and the instruction policy are the evaluation's own: a model
-whose mteb entry says it uses no instructions (all-MiniLM-L6-v2) gets none; otherwise queries get
-``Instruct: {instruction}\\nQuery: `` and documents stay plain, except for symmetric task types.
+so pooling, EOS, padding and token-budget batching are the evaluation's own, and the prefixes come from
+:func:`linq_train.refine.policy.prefixes_for`, the function training uses too: evaluation's ``prefix_for`` on the
+task's mteb metadata (a model whose mteb entry uses no instructions, all-MiniLM-L6-v2, gets none), so examples
+are scored under the prefixes the model is evaluated and trained with.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from linq_eval.core.files import atomic_write_text
-from linq_eval.core.instructions import ASYMMETRIC_TYPES
 from linq_train.refine.config import TeacherConfig
+from linq_train.refine.policy import prefixes_for
 from linq_train.schema import Example
 
 if TYPE_CHECKING:
@@ -38,12 +39,9 @@ def load_teacher(cfg: TeacherConfig, instructions: str | None = None) -> LinqEnc
     return encoder
 
 
-def prefixes(encoder: LinqEncoder, instruction: str, task_type: str) -> tuple[str, str]:
-    """(query prefix, document prefix) exactly as linq-eval's evaluation would write them."""
-    if not encoder.use_instructions:
-        return "", ""
-    query = encoder.instructions.format_query(instruction, "")
-    return query, "" if task_type in ASYMMETRIC_TYPES else query
+def task_prefixes(encoder: LinqEncoder, task: TaskData) -> tuple[str, str]:
+    """(query prefix, document prefix) the teacher encodes ``task`` with: training's and evaluation's."""
+    return prefixes_for(encoder, task.task, task.task_type, task.instruction)
 
 
 @dataclass
@@ -75,7 +73,7 @@ class Embeddings:
 
 def embed_task(encoder: LinqEncoder, task: TaskData, examples: list[Example]) -> Embeddings:
     """Encode the pool and the distinct queries of one task's examples."""
-    query_prefix, doc_prefix = prefixes(encoder, task.instruction, task.task_type)
+    query_prefix, doc_prefix = task_prefixes(encoder, task)
     doc_ids = list(task.corpus)
     queries = list(dict.fromkeys(e.query for e in examples))
     docs = encoder.encode_texts([task.corpus[d] for d in doc_ids], prefix=doc_prefix, label=f"{task.task} pool")
@@ -85,7 +83,7 @@ def embed_task(encoder: LinqEncoder, task: TaskData, examples: list[Example]) ->
 
 def embed_queries(encoder: LinqEncoder, task: TaskData, queries: list[str], emb: Embeddings) -> Embeddings:
     """The same pool with other queries (synthetic ones): the pool is not re-encoded."""
-    query_prefix, _ = prefixes(encoder, task.instruction, task.task_type)
+    query_prefix, _ = task_prefixes(encoder, task)
     vectors = encoder.encode_texts(queries, prefix=query_prefix, label=f"{task.task} new queries")
     return Embeddings(emb.doc_ids, emb.docs, list(queries), vectors)
 
