@@ -1,0 +1,344 @@
+"""The trajectory study: does cheap validation (light sets, 4 bits) rank a training run's checkpoints as full
+16-bit evaluation does? (The report's Figure 2, on a real run.)
+
+One config (``configs/trajectory_cpu.yaml``; ``configs/trajectory_tiny.yaml`` is CI's end-to-end version) names
+a refinement, a training config and the steps at which checkpoints are kept (log-spaced; the base model is
+checkpoint 0), the held-out tasks and the evaluation modes. The study then
+
+1. refines the training data (``linq-train refine``; resumes),
+2. trains (``linq-train fit`` with validation off; a callback saves exactly at the configured steps; resumes),
+3. evaluates every (checkpoint, mode) cell in a process of its own (``linq_eval.compare.job``: mteb's
+   evaluation, per-query scores, wall seconds, tokens encoded, peak memory). A cell's JSON is written atomically
+   once it finished, so an interrupted study never recomputes a finished cell,
+4. compares each cheap mode with the truth (``truth`` mode, full corpus at 16 bits): Kendall tau of the
+   checkpoint order (per task and macro), significant checkpoint pairs reversed (paired sign-flip, Holm), the
+   checkpoint each mode picks and whether the truth tells it from its own best, the gate's decisions
+   (``linq_eval.core.gate_rule.decide``) against the base and the predecessor, Pearson of the score curves, and
+   the cost ratios; writes ``<out>/trajectory.json``, ``trajectory.md``, ``trajectory.png``, the per-query scores
+   of every cell and the final checkpoint's adapter.
+
+Run (hours on 2 CPU cores; resumable; the same script runs a bigger model on a GPU from another config)::
+
+    HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/trajectory.py configs/trajectory_cpu.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from linq_eval.core.files import atomic_write_figure, atomic_write_json, atomic_write_text, read_json_file
+
+logger = logging.getLogger("trajectory")
+REPO = Path(__file__).resolve().parents[1]
+BASE = "base"
+
+
+class Mode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    light: bool
+    bits: int = Field(16)
+
+
+class StudyConfig(BaseModel):
+    """A trajectory study; paths are relative to the repository."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    refine: str = Field(description="linq-train refine config (the training data)")
+    fit: str = Field(description="linq-train fit config; its output_dir and validation are set by the study")
+    save_at: dict[str, list[int]] = Field(description="stage -> steps at which a checkpoint is kept")
+    tasks: list[str] = Field(min_length=1, description="held-out retrieval tasks (full)")
+    light: dict[str, str] = Field(description="full task -> its light set")
+    light_dir: str | None = Field(None, description="the study's light-set manifests (LINQ_LIGHT_DIR for every cell); "
+                                  "default: the shipped ones")
+    modes: list[Mode] = Field(min_length=2)
+    truth: str = "full16"
+    max_length: int = Field(64, ge=2)
+    batch_size: int = Field(32, ge=1)
+    delta: float = Field(0.01, gt=0, description="the gate's tolerated drop")
+    work: str = Field("~/.cache/linq-eval/trajectory", description="checkpoints and mteb caches (not committed)")
+    out: str = Field("results/trajectory", description="what is committed: JSON, table, figure, per-query scores, "
+                     "the final adapter")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    name: str  # "base", or "<stage>-<step>"
+    step: int  # global training step (stages one after another)
+    adapter: str | None
+
+
+def _repo_path(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO / p
+
+
+# -- 1. and 2.: data and training ------------------------------------------------------------------------------
+def train(cfg: StudyConfig, work: Path) -> list[Checkpoint]:
+    """Refine, then fit with checkpoints kept exactly at ``save_at``; returns base + every kept checkpoint."""
+    from transformers import TrainerCallback
+
+    from linq_train.fit.config import FitConfig, held_out_guard
+    from linq_train.fit.train import fit
+    from linq_train.refine.pipeline import refine
+
+    raw = yaml.safe_load(_repo_path(cfg.fit).read_text(encoding="utf-8"))
+    trained = sorted({t for s in raw["stages"] for t in (s.get("tasks") or s.get("mixture") or [])})
+    # the study's tasks are held out: no collection of theirs trains (refine's leakage guard checks the texts)
+    held_out_guard([*cfg.tasks, *cfg.light.values()], trained, cfg.fit)
+    data = refine(str(_repo_path(cfg.refine))).dataset_dir
+    raw.update(data=str(data), output_dir=str(work / "runs"), max_length=cfg.max_length)
+    raw["validation"] = {"enabled": False}
+    save_at = cfg.save_at
+
+    class SaveAt(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+            stage = Path(args.output_dir).name
+            if state.global_step in save_at.get(stage, []):
+                control.should_save = True
+            return control
+
+    for stage in raw["stages"]:  # the callback decides when to save; the trainer's own schedule never fires
+        stage["save_steps"] = 10 ** 9
+    result = fit(FitConfig.model_validate(raw), callbacks=[SaveAt()], progress=False)
+    if not result.finished:
+        raise SystemExit("training stopped early: rerun to resume")
+    points = [Checkpoint(BASE, 0, None)]
+    offset = 0
+    for stage in result.stages:
+        for step in sorted(save_at.get(stage.name, [])):
+            folder = work / "runs" / stage.name / f"checkpoint-{step}"
+            if not (folder / "adapter_config.json").is_file():
+                raise SystemExit(f"{folder} is missing: a checkpoint step beyond the stage's max_steps?")
+            points.append(Checkpoint(f"{stage.name}-{step}", offset + step, str(folder)))
+        offset += stage.global_step
+    return points
+
+
+# -- 3.: one cell per (checkpoint, mode) ----------------------------------------------------------------------
+def _mode_tasks(cfg: StudyConfig, mode: Mode) -> list[str]:
+    return [cfg.light[t] for t in cfg.tasks] if mode.light else list(cfg.tasks)
+
+
+def evaluate_cell(cfg: StudyConfig, base_model: str, point: Checkpoint, mode: Mode, work: Path, out: Path) -> dict:
+    """The cell's JSON (computed in a process of its own unless it exists): per-query scores and cost."""
+    cell = out / "cells" / point.name / f"{mode.name}.json"
+    if cell.is_file():
+        return read_json_file(cell)
+    job_dir = work / "jobs" / point.name / mode.name
+    cache = work / "mteb" / point.name / mode.name  # a cache per cell: no cell reuses another's embeddings
+    job = {"model": base_model, "bits": mode.bits, "adapter": point.adapter, "tasks": _mode_tasks(cfg, mode),
+           "cache": str(cache), "out": str(job_dir / "job-result.json"), "batch_size": cfg.batch_size,
+           "max_length": cfg.max_length}
+    atomic_write_json(job_dir / "job.json", job)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "linq_eval.compare.job", str(job_dir / "job.json")], check=True,
+                   env={**os.environ, "TQDM_DISABLE": "1"})
+    wall = time.perf_counter() - start
+    result = read_json_file(job_dir / "job-result.json")
+    if result.get("status") != "ok":
+        raise SystemExit(f"{point.name} {mode.name}: {result.get('status')}: {result.get('reason')}")
+    from linq_eval.core.per_query import read_per_query
+
+    scores = {task: read_per_query(path) for task, path in result["per_query"].items()}
+    usage = result["cost"]["encode"]
+    record = {"checkpoint": point.name, "step": point.step, "adapter": point.adapter, "mode": mode.model_dump(),
+              "tasks": {t: {"mean": float(np.mean(list(s.values()))), "per_query": s} for t, s in scores.items()},
+              "cost": {"wall_seconds": wall, "eval_seconds": result["cost"]["eval_seconds"],
+                       "load_seconds": result["cost"]["load_seconds"],
+                       "tokens": int(sum(v["tokens"] for v in usage.values())),
+                       "peak_rss_bytes": result["cost"].get("peak_rss_bytes"),
+                       "peak_gpu_bytes": result["cost"].get("peak_gpu_bytes")}}
+    atomic_write_json(cell, record)
+    return record
+
+
+# -- 4.: the cheap modes against the truth --------------------------------------------------------------------
+def _matrix(cells: dict[str, dict], points: list[Checkpoint], task: str) -> np.ndarray:
+    """(checkpoints x queries) per-query scores of one task in one mode, queries in a fixed order."""
+    queries = sorted(cells[points[0].name]["tasks"][task]["per_query"])
+    return np.array([[cells[p.name]["tasks"][task]["per_query"][q] for q in queries] for p in points])
+
+
+def _gate(matrices: dict[str, np.ndarray], a: int, b: int, delta: float) -> str:
+    from linq_eval.core.gate_rule import GateRule, decide
+
+    decision = decide({t: (m[a], m[b]) for t, m in matrices.items()}, GateRule(delta=delta))
+    return str(decision.verdict.value if hasattr(decision.verdict, "value") else decision.verdict)
+
+
+def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[str, dict]]) -> dict[str, Any]:
+    """Every statistic of the study, from the cells' per-query scores (pure: no model, no files)."""
+    from scipy import stats as sps
+
+    from linq_eval.core.stats import holm, kendall_tau, pairwise_permutation_pvalues, stratified_macro_ci
+
+    modes = {m.name: m for m in cfg.modes}
+    tasks = {name: _mode_tasks(cfg, mode) for name, mode in modes.items()}
+    matrices = {name: {full: _matrix(cells[name], points, t) for full, t in zip(cfg.tasks, tasks[name], strict=True)}
+                for name in modes}
+    means = {name: {t: m.mean(axis=1) for t, m in mats.items()} for name, mats in matrices.items()}
+    macro = {name: np.mean([v for v in per_task.values()], axis=0) for name, per_task in means.items()}
+    truth = cfg.truth
+    n = len(points)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+
+    def significant(mode: str) -> dict[str, np.ndarray]:  # task -> Holm-adjusted p of every pair
+        out = {}
+        for t, m in matrices[mode].items():
+            p = pairwise_permutation_pvalues(m)
+            out[t] = holm([p[i, j] for i, j in pairs])
+        return out
+
+    truth_p = significant(truth)
+    curves: dict[str, Any] = {}
+    for name in modes:
+        band = []
+        for k in range(n):
+            est, low, high = stratified_macro_ci({t: (m[k], np.zeros_like(m[k])) for t, m in matrices[name].items()},
+                                                 n_resamples=2000)
+            band.append({"macro": est, "low": low, "high": high})
+        curves[name] = band
+    verdicts = {name: {"vs_base": [_gate(matrices[name], k, 0, cfg.delta) for k in range(1, n)],
+                       "vs_previous": [_gate(matrices[name], k, k - 1, cfg.delta) for k in range(1, n)]}
+                for name in modes}
+    truth_cost = np.mean([cells[truth][p.name]["cost"]["wall_seconds"] for p in points])
+    truth_tokens = np.mean([cells[truth][p.name]["cost"]["tokens"] for p in points])
+    truth_best = int(np.argmax(macro[truth]))
+    rows = []
+    for name in modes:
+        per_task_tau = {t: kendall_tau(means[name][t], means[truth][t]) for t in cfg.tasks}
+        reversed_pairs = {t: sum(1 for (i, j), p in zip(pairs, truth_p[t], strict=True) if p < 0.05
+                                 and np.sign(means[name][t][i] - means[name][t][j])
+                                 != np.sign(means[truth][t][i] - means[truth][t][j]))
+                          for t in cfg.tasks}
+        n_significant = {t: int((truth_p[t] < 0.05).sum()) for t in cfg.tasks}
+        best = int(np.argmax(macro[name]))
+        # can the truth tell this mode's pick from its own best? (paired, task-stratified, on the truth's scores)
+        est, low, high = stratified_macro_ci({t: (m[truth_best], m[best]) for t, m in matrices[truth].items()})
+        agree = {key: sum(a == b for a, b in zip(verdicts[name][key], verdicts[truth][key], strict=True))
+                 for key in ("vs_base", "vs_previous")}
+        cost = [cells[name][p.name]["cost"] for p in points]
+        rows.append({
+            "mode": name, "bits": modes[name].bits, "light": modes[name].light,
+            "kendall_tau": {"macro": kendall_tau(macro[name], macro[truth]), **per_task_tau},
+            "pearson_macro": float(sps.pearsonr(macro[name], macro[truth]).statistic) if n > 2 else None,
+            "significant_pairs_reversed": reversed_pairs, "significant_pairs_truth": n_significant,
+            "best": points[best].name, "truth_best": points[truth_best].name,
+            "best_gap_in_truth": {"difference": est, "ci95": [low, high],
+                                  "distinguishable": bool(low > 0 or high < 0)},
+            "gate_agreement": {k: f"{v}/{n - 1}" for k, v in agree.items()},
+            "cost": {"wall_seconds": float(np.mean([c["wall_seconds"] for c in cost])),
+                     "tokens": float(np.mean([c["tokens"] for c in cost])),
+                     "peak_rss_bytes": float(np.mean([c["peak_rss_bytes"] or 0 for c in cost])),
+                     "wall_ratio_to_truth": float(np.mean([c["wall_seconds"] for c in cost]) / truth_cost),
+                     "token_ratio_to_truth": float(np.mean([c["tokens"] for c in cost]) / truth_tokens)},
+        })
+    queries = {t: int(matrices[truth][t].shape[1]) for t in cfg.tasks}
+    return {"checkpoints": [p.__dict__ for p in points], "tasks": cfg.tasks, "light": cfg.light,
+            "queries": queries, "held_out_queries": sum(queries.values()),
+            "scores": {name: {"macro": macro[name].tolist(), **{t: v.tolist() for t, v in means[name].items()}}
+                       for name in modes},
+            "curves": curves, "gate": verdicts, "modes": rows}
+
+
+def report(study: dict[str, Any], cfg: StudyConfig, out: Path) -> None:
+    """trajectory.md and trajectory.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [c["step"] for c in study["checkpoints"]]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, band in study["curves"].items():
+        x = [max(s, 0.5) for s in steps]  # the base (step 0) sits left of step 1 on the log axis
+        ax.plot(x, [b["macro"] for b in band], marker="o", label=name)
+        ax.fill_between(x, [b["low"] for b in band], [b["high"] for b in band], alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("training step (base at 0.5)")
+    ax.set_ylabel(f"macro nDCG@10 over {len(cfg.tasks)} held-out tasks")
+    ax.set_title(f"{cfg.name}: checkpoints by evaluation mode (95% CI)")
+    ax.legend()
+    fig.tight_layout()
+    atomic_write_figure(out / "trajectory.png", fig)
+    plt.close(fig)
+    lines = [f"# Trajectory study `{cfg.name}`", "",
+             f"Held-out tasks: {', '.join(cfg.tasks)} ({study['held_out_queries']} queries); truth: {cfg.truth}.", "",
+             "| mode | τ macro | Pearson | sig. pairs reversed | best | truth tells it from its best | gate agree vs base"
+             " | vs previous | wall × | tokens × |", "|---|---:|---:|---|---|---|---|---|---:|---:|"]
+    for r in study["modes"]:
+        rev = sum(r["significant_pairs_reversed"].values())
+        sig = sum(r["significant_pairs_truth"].values())
+        gap = r["best_gap_in_truth"]
+        pearson = "-" if r["pearson_macro"] is None else f"{r['pearson_macro']:.3f}"
+        lines.append(f"| {r['mode']} | {r['kendall_tau']['macro']:.3f} | {pearson} | {rev}/{sig} | {r['best']} | "
+                     f"{'yes' if gap['distinguishable'] else 'no'} ({gap['difference']:+.4f}) | "
+                     f"{r['gate_agreement']['vs_base']} | {r['gate_agreement']['vs_previous']} | "
+                     f"{r['cost']['wall_ratio_to_truth']:.2f} | {r['cost']['token_ratio_to_truth']:.2f} |")
+    lines += ["", "| checkpoint | step | " + " | ".join(study["scores"]) + " |",
+              "|---|---:|" + "---:|" * len(study["scores"])]
+    for k, c in enumerate(study["checkpoints"]):
+        lines.append(f"| {c['name']} | {c['step']} | " + " | ".join(f"{v['macro'][k]:.4f}"
+                                                                    for v in study["scores"].values()) + " |")
+    atomic_write_text(out / "trajectory.md", "\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="study config (YAML)")
+    parser.add_argument("--train-only", action="store_true", help="stop after training")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = StudyConfig.model_validate(yaml.safe_load(_repo_path(args.config).read_text(encoding="utf-8")))
+    modes = {m.name for m in cfg.modes}
+    if cfg.truth not in modes:
+        raise SystemExit(f"truth mode {cfg.truth!r} is not among the modes {sorted(modes)}")
+    missing = [t for t in cfg.tasks if t not in cfg.light]
+    if missing and any(m.light for m in cfg.modes):
+        raise SystemExit(f"task {missing[0]} has no light set in `light`")
+    work, out = _repo_path(cfg.work), _repo_path(cfg.out)
+    if cfg.light_dir:  # before anything registers light sets; the cells' processes inherit it
+        os.environ["LINQ_LIGHT_DIR"] = str(_repo_path(cfg.light_dir))
+    points = train(cfg, work)
+    if args.train_only:
+        return 0
+    base_model = yaml.safe_load(_repo_path(cfg.fit).read_text(encoding="utf-8"))["base_model"]
+    cells: dict[str, dict[str, dict]] = {m.name: {} for m in cfg.modes}
+    for point in points:
+        for mode in cfg.modes:
+            logger.info("cell %s / %s", point.name, mode.name)
+            cells[mode.name][point.name] = evaluate_cell(cfg, base_model, point, mode, work, out)
+    from linq_eval.core.stats import finite_or_none
+
+    # a tau over tied scores is NaN: stored as null, as every JSON we write is strict
+    study = finite_or_none({"config": cfg.model_dump(), **analyse(cfg, points, cells)})
+    atomic_write_json(out / "trajectory.json", study)
+    report(study, cfg, out)
+    final = points[-1]
+    if final.adapter:  # small: anyone can re-score the final checkpoint
+        target = out / "final_adapter"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copy2(Path(final.adapter) / name, target / name)
+    print((out / "trajectory.md").read_text(encoding="utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
