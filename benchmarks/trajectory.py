@@ -88,8 +88,9 @@ def _repo_path(path: str) -> Path:
 
 
 # -- 1. and 2.: data and training ------------------------------------------------------------------------------
-def train(cfg: StudyConfig, work: Path) -> list[Checkpoint]:
-    """Refine, then fit with checkpoints kept exactly at ``save_at``; returns base + every kept checkpoint."""
+def train(cfg: StudyConfig, work: Path) -> tuple[str, list[Checkpoint]]:
+    """Refine, then fit with checkpoints kept exactly at ``save_at``; returns the base model and the checkpoints
+    (the base first)."""
     from transformers import TrainerCallback
 
     from linq_train.fit.config import FitConfig, held_out_guard
@@ -126,7 +127,7 @@ def train(cfg: StudyConfig, work: Path) -> list[Checkpoint]:
                 raise SystemExit(f"{folder} is missing: a checkpoint step beyond the stage's max_steps?")
             points.append(Checkpoint(f"{stage.name}-{step}", offset + step, str(folder)))
         offset += stage.global_step
-    return points
+    return raw["base_model"], points
 
 
 # -- 3.: one cell per (checkpoint, mode) ----------------------------------------------------------------------
@@ -177,8 +178,7 @@ def _matrix(cells: dict[str, dict], points: list[Checkpoint], task: str) -> np.n
 def _gate(matrices: dict[str, np.ndarray], a: int, b: int, delta: float) -> str:
     from linq_eval.core.gate_rule import GateRule, decide
 
-    decision = decide({t: (m[a], m[b]) for t, m in matrices.items()}, GateRule(delta=delta))
-    return str(decision.verdict.value if hasattr(decision.verdict, "value") else decision.verdict)
+    return decide({t: (m[a], m[b]) for t, m in matrices.items()}, GateRule(delta=delta)).verdict
 
 
 def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[str, dict]]) -> dict[str, Any]:
@@ -192,19 +192,16 @@ def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[st
     matrices = {name: {full: _matrix(cells[name], points, t) for full, t in zip(cfg.tasks, tasks[name], strict=True)}
                 for name in modes}
     means = {name: {t: m.mean(axis=1) for t, m in mats.items()} for name, mats in matrices.items()}
-    macro = {name: np.mean([v for v in per_task.values()], axis=0) for name, per_task in means.items()}
+    macro = {name: np.mean(list(per_task.values()), axis=0) for name, per_task in means.items()}
     truth = cfg.truth
     n = len(points)
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
 
-    def significant(mode: str) -> dict[str, np.ndarray]:  # task -> Holm-adjusted p of every pair
-        out = {}
-        for t, m in matrices[mode].items():
-            p = pairwise_permutation_pvalues(m)
-            out[t] = holm([p[i, j] for i, j in pairs])
-        return out
-
-    truth_p = significant(truth)
+    # the truth's Holm-adjusted sign-flip p of every checkpoint pair, per task
+    truth_p: dict[str, np.ndarray] = {}
+    for t, m in matrices[truth].items():
+        p = pairwise_permutation_pvalues(m)
+        truth_p[t] = holm([p[i, j] for i, j in pairs])
     curves: dict[str, Any] = {}
     for name in modes:
         band = []
@@ -314,10 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     work, out = _repo_path(cfg.work), _repo_path(cfg.out)
     if cfg.light_dir:  # before anything registers light sets; the cells' processes inherit it
         os.environ["LINQ_LIGHT_DIR"] = str(_repo_path(cfg.light_dir))
-    points = train(cfg, work)
+    base_model, points = train(cfg, work)
     if args.train_only:
         return 0
-    base_model = yaml.safe_load(_repo_path(cfg.fit).read_text(encoding="utf-8"))["base_model"]
     cells: dict[str, dict[str, dict]] = {m.name: {} for m in cfg.modes}
     for point in points:
         for mode in cfg.modes:

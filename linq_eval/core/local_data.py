@@ -187,6 +187,12 @@ def _read_qrels(path: Path) -> tuple[dict[str, dict[str, int]], dict[tuple[str, 
     return qrels, first_line
 
 
+def read_corpus(path: Path) -> dict[str, dict[str, str]]:
+    """A BEIR ``corpus.jsonl``: id -> {"title", "text"} (a missing title is ""), each id once (file:line errors)."""
+    return {key: {"title": row.get("title") or "", "text": row["text"]}
+            for key, (_, row) in _unique(path, read_jsonl(path, ("_id", "text"), ("title",))).items()}
+
+
 def read_beir(folder: Path, split: str = "test") -> BeirData:
     """Read and check a BEIR folder; every qrel must point at a known query and document."""
     folder = Path(folder)
@@ -194,10 +200,7 @@ def read_beir(folder: Path, split: str = "test") -> BeirData:
     if not folder.is_dir():
         raise LinqEvalError(f"data folder {folder} does not exist: set {DATA_ENV} to the folder holding it")
     corpus_path, queries_path = folder / "corpus.jsonl", folder / "queries.jsonl"
-    corpus = {
-        key: {"title": row.get("title") or "", "text": row["text"]}
-        for key, (_, row) in _unique(corpus_path, read_jsonl(corpus_path, ("_id", "text"), ("title",))).items()
-    }
+    corpus = read_corpus(corpus_path)
     queries = {key: row["text"] for key, (_, row) in _unique(queries_path, read_jsonl(queries_path, ("_id", "text"))).items()}
     qrels_path = inside(folder, Path("qrels") / f"{split}.tsv")
     qrels, lines = _read_qrels(qrels_path)

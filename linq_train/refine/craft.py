@@ -15,13 +15,13 @@ import json
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.instructions import InstructionTable
-from linq_eval.core.local_data import read_beir, read_jsonl, read_pairs
+from linq_eval.core.local_data import read_beir, read_corpus, read_jsonl, read_pairs
 from linq_train.refine.config import BeirSource, LabelledSource, PairSource, Source, TitleSource
 from linq_train.refine.policy import task_instruction
 from linq_train.schema import NO_IN_BATCH_NEGATIVES, Example
@@ -88,14 +88,19 @@ def _answers(folder: Path, name: str) -> dict[str, list[str]]:
     return {str(k): [str(a) for a in v] for k, v in raw.items()}
 
 
+def _pool_ids(ids: Iterable[str], judged: set[str], cap: int | None) -> list[str]:
+    """The candidate pool's ids (sorted by length, then id): all, or the judged ones plus the first ``cap`` others
+    (a CPU cap)."""
+    ordered = sorted(ids, key=lambda d: (len(d), d))
+    if cap is None:
+        return ordered
+    keep = judged | set([d for d in ordered if d not in judged][:cap])
+    return [d for d in ordered if d in keep]
+
+
 def _pool(docs: dict[str, dict[str, str]], judged: set[str], cap: int | None) -> dict[str, str]:
-    """The candidate pool: every document, or the judged ones plus the first ``cap`` others (a CPU cap)."""
-    ids = sorted(docs, key=lambda d: (len(d), d))
-    if cap is not None:
-        others = [d for d in ids if d not in judged][:cap]
-        keep = judged | set(others)
-        ids = [d for d in ids if d in keep]
-    return {d: doc_text(docs[d]) for d in ids}
+    """The candidate pool of a BEIR source: id -> title and text, as evaluation encodes them."""
+    return {d: doc_text(docs[d]) for d in _pool_ids(docs, judged, cap)}
 
 
 def craft_pairs(source: PairSource, data_dir: Path, table: InstructionTable) -> TaskData:
@@ -162,21 +167,6 @@ def craft_labelled(source: LabelledSource, data_dir: Path, table: InstructionTab
     return TaskData(source.task, source.task_type, instruction, corpus, examples)
 
 
-def read_corpus(folder: Path, task: str) -> dict[str, dict[str, str]]:
-    """A BEIR folder's corpus.jsonl only (id -> title, text), checked line by line; no queries or qrels needed."""
-    path = folder / "corpus.jsonl"
-    if not path.is_file():
-        raise LinqEvalError(f"{path} does not exist: point source '{task}' at a BEIR folder with corpus.jsonl")
-    docs: dict[str, dict[str, str]] = {}
-    for number, row in read_jsonl(path, ("_id", "text"), ("title",)):
-        key = str(row["_id"])
-        if key in docs:
-            raise LinqEvalError(f"{path}:{number}: duplicate _id {key!r}: every id must be unique; "
-                                "remove or rename one")
-        docs[key] = {"title": row.get("title") or "", "text": row["text"]}
-    return docs
-
-
 _SENTENCE_END = ".!?:"
 
 
@@ -205,7 +195,10 @@ def craft_titles(source: TitleSource, data_dir: Path, table: InstructionTable, s
     positives are all documents with the same title (reprints, series volumes), so none becomes its negative.
     """
     folder = _folder(data_dir, source.folder)
-    docs = read_corpus(folder, source.task)
+    if not (folder / "corpus.jsonl").is_file():
+        raise LinqEvalError(f"{folder / 'corpus.jsonl'} does not exist: point source '{source.task}' at a BEIR folder "
+                            "with corpus.jsonl")
+    docs = read_corpus(folder / "corpus.jsonl")
     pairs: dict[str, tuple[str, str]] = {}
     for doc_id in sorted(docs, key=lambda d: (len(d), d)):
         title = docs[doc_id]["title"].strip()
@@ -220,17 +213,19 @@ def craft_titles(source: TitleSource, data_dir: Path, table: InstructionTable, s
     if source.max_pairs is not None and source.max_pairs < len(chosen):
         picked = set(random.Random(seed).sample(chosen, source.max_pairs))
         chosen = [d for d in chosen if d in picked]
-    sampled = set(chosen)
-    keep = sampled | set([d for d in pairs if d not in sampled][: source.max_corpus])
-    corpus = {d: pairs[d][1] for d in pairs if d in keep}
+    corpus = {d: pairs[d][1] for d in _pool_ids(pairs, set(chosen), source.max_corpus)}
+
+    def title_key(title: str) -> str:
+        return " ".join(title.lower().split())
+
     same_title: dict[str, list[str]] = defaultdict(list)
     for doc_id, (title, _) in pairs.items():
-        same_title[" ".join(title.lower().split())].append(doc_id)
+        same_title[title_key(title)].append(doc_id)
     instruction = task_instruction(table, source.task, source.task_type, fallback=source.instruction)
     examples = [
         Example(task=source.task, task_type=source.task_type, instruction=instruction, query=pairs[d][0],
                 positive=pairs[d][1], source=f"titles:{source.folder}", query_id=f"title-{d}", positive_id=d,
-                known_positive_ids=sorted(same_title[" ".join(pairs[d][0].lower().split())]))
+                known_positive_ids=sorted(same_title[title_key(pairs[d][0])]))
         for d in chosen
     ]
     return TaskData(source.task, source.task_type, instruction, corpus, examples)

@@ -22,7 +22,7 @@ import numpy as np
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.local_data import read_beir, read_pairs
 from linq_train.refine.config import EvalSet, LeakageConfig
-from linq_train.refine.craft import body_without_title
+from linq_train.refine.craft import body_without_title, doc_text
 from linq_train.schema import Example
 
 logger = logging.getLogger(__name__)
@@ -46,15 +46,19 @@ def jaccard(a: set[int], b: set[int]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def _title_parts(corpus: dict[str, dict[str, str]], name: str) -> list[tuple[str, str]]:
-    """A document's title alone and its body without a repeated title: what a ``titles`` source trains on."""
-    out: list[tuple[str, str]] = []
+def _document_texts(corpus: dict[str, dict[str, str]], name: str) -> list[tuple[str, str]]:
+    """Every text a training source may hold of an evaluation document: title and text joined (as evaluation
+    encodes it), its text alone, and, where it has a title, the title alone and the body without a repeated title
+    (what a ``titles`` source trains on). One pass per kind, in this order: the index keeps a text's first origin."""
+    origin = {did: f"{name}:doc:{did}" for did in corpus}
+    out = [(doc_text(doc), origin[did]) for did, doc in corpus.items()]
+    out += [(doc["text"], origin[did]) for did, doc in corpus.items() if doc["title"]]
     for did, doc in corpus.items():
         if doc["title"].strip():
-            out.append((doc["title"], f"{name}:doc:{did}"))
+            out.append((doc["title"], origin[did]))
             body = body_without_title(doc["title"], doc["text"])
             if body and body != doc["text"].strip():
-                out.append((body, f"{name}:doc:{did}"))
+                out.append((body, origin[did]))
     return out
 
 
@@ -67,9 +71,7 @@ def eval_texts(eval_sets: list[EvalSet], data_dir: Path) -> list[tuple[str, str]
         if spec.kind == "beir":
             data = read_beir(folder, split=spec.split)
             out += [(q, f"{folder.name}:query:{qid}") for qid, q in data.queries.items()]
-            out += [(f"{d['title']} {d['text']}".strip(), f"{folder.name}:doc:{did}") for did, d in data.corpus.items()]
-            out += [(d["text"], f"{folder.name}:doc:{did}") for did, d in data.corpus.items() if d["title"]]
-            out += _title_parts(data.corpus, folder.name)
+            out += _document_texts(data.corpus, folder.name)
         else:
             path = folder / f"{spec.split}.jsonl" if folder.is_dir() else folder
             if not path.is_file():
