@@ -205,8 +205,15 @@ def _run(args: argparse.Namespace) -> int:
     def reused(task: str, path: Path) -> None:
         print(f"{task}: stored result reused ({path}); --overwrite recomputes", file=sys.stderr)
 
-    results = run(spec, args.tasks, args.output_folder, overwrite=args.overwrite, batch_size=args.batch_size,
-                  on_reuse=reused)
+    from linq_eval.models import distributed
+
+    try:
+        results = run(spec, args.tasks, args.output_folder, overwrite=args.overwrite, batch_size=args.batch_size,
+                      on_reuse=reused)
+    finally:
+        distributed.shutdown()  # under torchrun / accelerate launch: leave the group; else nothing
+    if not distributed.world().main:  # rank 0 reports (and alone wrote the results)
+        return 0
 
     from rich.table import Table
 

@@ -13,18 +13,32 @@ from linq_eval.models.encoder import LinqEncoder, token_budget_batches
 
 
 class RecordingModel:
-    """Delegates to a real model and records every text it is asked to encode."""
+    """Delegates to a real model and records every text it is asked to encode (the encoder tokenizes each text
+    once, through the model's tokenizer, and feeds the ids)."""
 
     def __init__(self, model) -> None:
         self._model = model
         self.seen: list[str] = []
+        self.tokenizer = _RecordingTokenizer(model.tokenizer, self.seen)
 
-    def encode(self, texts, **kwargs):
-        self.seen.extend(texts)
-        return self._model.encode(texts, **kwargs)
+    def __call__(self, *args, **kwargs):
+        return self._model(*args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self._model, name)
+
+
+class _RecordingTokenizer:
+    def __init__(self, tokenizer, seen: list[str]) -> None:
+        self._tokenizer, self._seen = tokenizer, seen
+
+    def __call__(self, texts, *args, **kwargs):
+        if kwargs.get("add_special_tokens") is not False:  # not the pre-tokenization cut's own counting
+            self._seen.extend(texts)
+        return self._tokenizer(texts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +212,7 @@ def test_a_huge_document_reaches_the_tokenizer_bounded(minilm_dir: Path) -> None
             return getattr(self.tokenizer, name)
 
     recorder = RecordingModel(model)
-    recorder.tokenizer = Recorder(model.tokenizer)
+    recorder.tokenizer = Recorder(recorder.tokenizer)
     encoder = LinqEncoder(recorder, show_progress=False)
     out = encoder.encode_texts([huge, "a short text"], label="huge documents")
     assert 0 < recorder.tokenizer.longest < 50_000 and max(len(t) for t in recorder.seen) < 50_000

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,6 +189,7 @@ def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overw
     import mteb
 
     from linq_eval.core.precision import check_batch_size, check_bits
+    from linq_eval.models import distributed
     from linq_eval.models.build import check_adapter, check_device_visible
 
     check_bits(spec.bits)
@@ -197,8 +198,14 @@ def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overw
     if spec.adapter:
         check_adapter(spec.adapter)
     tasks = check_tasks(task_names)
+    here = distributed.init(spec.device)  # launched by torchrun / accelerate: join the group, one device per rank
+    if here.size > 1:
+        if spec.devices:
+            raise LinqEvalError("--devices spreads encoding over one machine's processes; under torchrun or "
+                                "accelerate launch each process already has its device: leave --devices out")
+        spec = replace(spec, device=distributed.device_for(spec.device))
     encoder = encoder or load_encoder(spec)
-    if not overwrite:
+    if not overwrite and here.main:
         check_stored_results(encoder, tasks, cache_folder)
     encoder.batch_size = batch_size
     cache = mteb.ResultCache(cache_folder)
@@ -225,10 +232,13 @@ def _run_task(encoder: LinqEncoder, task: AbsTask, cache: Any, *, overwrite: boo
 
     from linq_eval.core.per_query import per_query_path, sibling_path
     from linq_eval.evaluation.result_store import commit, readable_result, staging_folder, task_lock
+    from linq_eval.models import distributed
 
     meta = encoder.mteb_model_meta
     root = cache.cache_path
     result_path = cache.get_task_result_path(task.metadata.name, meta)
+    if not distributed.world().main:
+        return _follow_task(encoder, task, cache, overwrite=overwrite, batch_size=batch_size)
     with task_lock(root, result_path), staging_folder(root) as staged:
         staged_cache = mteb.ResultCache(staged)
         rel_result = result_path.relative_to(root)
@@ -242,6 +252,9 @@ def _run_task(encoder: LinqEncoder, task: AbsTask, cache: Any, *, overwrite: boo
             if (root / rel_predictions).is_file():
                 (staged / rel_predictions).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / rel_predictions, staged / rel_predictions)
+        # every rank must make mteb's decision (what is missing) on the same files: they get rank 0's
+        distributed.broadcast({rel: (staged / rel).read_bytes() for rel in (rel_result, rel_predictions)
+                               if (staged / rel).is_file()})
         result = mteb.evaluate(encoder, [task], cache=staged_cache,
                                overwrite_strategy="always" if overwrite else "only-missing",
                                encode_kwargs={"batch_size": batch_size},
@@ -255,6 +268,36 @@ def _run_task(encoder: LinqEncoder, task: AbsTask, cache: Any, *, overwrite: boo
                                   rel_result])
         else:
             _write_per_query(task, root / rel_predictions, per_query_path(root, result_path), result_path)
+    return result, reused
+
+
+def _follow_task(encoder: LinqEncoder, task: AbsTask, cache: Any, *, overwrite: bool,  # noqa: ANN401
+                 batch_size: int) -> tuple[Any, bool]:  # noqa: ANN401 -- mteb's ModelResult
+    """A rank other than 0 under ``torch.distributed``: the same evaluation (it encodes its share of every
+    batch list), staged from rank 0's stored files in a private temporary folder, and nothing written to the
+    result folder (rank 0 writes, so the folder need not be shared)."""
+    import tempfile
+
+    import mteb
+
+    from linq_eval.core.per_query import sibling_path
+    from linq_eval.models import distributed
+
+    stored = distributed.broadcast(None)
+    with tempfile.TemporaryDirectory(prefix="linq-eval-rank-") as folder:
+        staged = Path(folder)
+        for rel, content in stored.items():
+            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staged / rel).write_bytes(content)
+        root = cache.cache_path
+        result_path = cache.get_task_result_path(task.metadata.name, encoder.mteb_model_meta)
+        predictions = (staged / sibling_path(root, result_path, "predictions").relative_to(root)).parent
+        before = stored.get(result_path.relative_to(root))
+        result = mteb.evaluate(encoder, [task], cache=mteb.ResultCache(staged),
+                               overwrite_strategy="always" if overwrite else "only-missing",
+                               encode_kwargs={"batch_size": batch_size}, prediction_folder=predictions,
+                               show_progress_bar=False)
+        reused = before is not None and (staged / result_path.relative_to(root)).read_bytes() == before
     return result, reused
 
 

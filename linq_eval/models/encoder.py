@@ -236,26 +236,64 @@ class LinqEncoder(AbsEncoder):
         return bounded_texts(texts, tokenizer, self.model.max_seq_length or 512, longest=self._longest[1])
 
     def _encode_local(self, texts: list[str], batch_size: int, label: str) -> np.ndarray:
+        """Tokenize once, cut token-budget batches, encode them (this rank's share of them under
+        ``torch.distributed``, gathered into the full matrix on every rank)."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        from linq_eval.models import distributed
+
         max_length = self.model.max_seq_length or 512
-        lengths = [len(ids) for ids in self.model.tokenizer(
-            texts, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]]
+        # the ids the model sees, EOS included (the tokenizer's post-processor adds it after truncation, as in
+        # sentence-transformers' own preprocessing): tokenized once, padded per batch below
+        encoded = self.model.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length,
+                                       padding=False)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
         on_cpu = self.model.device.type == "cpu"
         budget = self.max_tokens_per_batch or (CPU_TOKEN_BUDGET if on_cpu else batch_size * max_length)
         batches = token_budget_batches(lengths, batch_size, budget)
+        spread = distributed.active()
+        if spread:  # whole batches per rank, balanced by padded tokens; every rank computes the same split
+            here = distributed.world()
+            costs = [len(idx) * max(lengths[i] for i in idx) for idx in batches]
+            batches = [batches[b] for b in distributed.assign(costs, here.size)[here.rank]]
+            logger.info("%s: rank %d of %d encodes %d of %d texts", label, here.rank, here.size,
+                        sum(len(idx) for idx in batches), len(texts))
+        mine = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
         side = label.rsplit(" ", 1)[-1]
-        self.usage.setdefault(side, {"texts": 0, "tokens": 0, "seconds": 0.0})["tokens"] += sum(lengths)
-        out = np.empty((len(texts), self.model.get_embedding_dimension()), dtype=np.float32)
+        self.usage.setdefault(side, {"texts": 0, "tokens": 0, "seconds": 0.0})["tokens"] += sum(
+            lengths[i] for i in mine)
+        out = np.empty((len(mine) if spread else len(texts), self.model.get_embedding_dimension()), dtype=np.float32)
+        position = {int(i): k for k, i in enumerate(mine)} if spread else None
+        show = self.show_progress and distributed.world().main
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      disable=not self.show_progress, transient=True) as progress:
-            bar = progress.add_task(label, total=len(texts))
+                      disable=not show, transient=True) as progress:
+            bar = progress.add_task(label, total=len(mine))
             for idx in batches:
-                emb = self.model.encode([texts[i] for i in idx], batch_size=len(idx), convert_to_numpy=True,
-                                        normalize_embeddings=True, show_progress_bar=False)
-                out[idx] = emb.astype(np.float32, copy=False)
+                emb = self._forward(encoded, idx)
+                out[[position[int(i)] for i in idx] if spread else idx] = emb
                 progress.advance(bar, len(idx))
-        return out
+        return distributed.gather_rows(mine, out, len(texts)) if spread else out
+
+    def _forward(self, encoded: Any, idx: np.ndarray) -> np.ndarray:  # noqa: ANN401 -- a BatchEncoding
+        """One batch of pre-tokenized texts through the model: sentence-transformers' ``encode`` step without
+        its tokenization (padding as its processor pads, normalised in the model's dtype, then float32)."""
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        tokenizer = self.model.tokenizer
+        features = tokenizer.pad({key: [encoded[key][i] for i in idx] for key in encoded}, padding=True,
+                                 return_tensors="pt")
+        features = batch_to_device(dict(features), self.model.device)
+        features["modality"] = "text"
+        training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                emb = self.model(features)["sentence_embedding"]
+                emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+        finally:
+            self.model.train(training)
+        return emb.float().cpu().numpy()
 
     def _encode_multiprocess(self, texts: list[str], batch_size: int, devices: list[str]) -> np.ndarray:
         pool = self.model.start_multi_process_pool(devices)
