@@ -151,6 +151,31 @@ def _add_gate_parser(sub: argparse._SubParsersAction) -> None:
     g.set_defaults(func=_gate)
 
 
+def _add_plan_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="predict what encoding tasks costs per checkpoint (texts, tokens, time), full and "
+                                    "light, from mteb's descriptive statistics: no data or model loads")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("-t", "--tasks", nargs="+", help="mteb task names (ours included)")
+    target.add_argument("-b", "--benchmark", help="an mteb benchmark, e.g. 'MTEB(eng, v2)'")
+    p.add_argument("-m", "--model", default=None,
+                   help="whose tokenizer and instructions (default: $LINQ_MODEL, else Linq-Embed-Mistral)")
+    p.add_argument("--max-length", type=int, default=512, help="max tokens per text, EOS included (default 512, "
+                                                                "the Linq entries' limit)")
+    p.add_argument("--chars-per-token", type=float, default=None,
+                   help="characters per token (default: measured with the model's tokenizer on a shipped sample)")
+    speed = p.add_argument_group("time (give one)")
+    speed.add_argument("--tokens-per-second", type=float, default=None, help="encode speed of your machine")
+    speed.add_argument("--measure", action="store_true",
+                       help="measure it: load the model and encode the shipped sample (--bits, --device, --dtype)")
+    p.add_argument("--bits", type=int, default=16, help="precision measured: 16, 8 or 4")
+    p.add_argument("--device", default=None, help="device measured on (default: cuda if available)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--instructions", default=None, help="JSON instruction table overriding the built-in one")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the plan as JSON")
+    p.set_defaults(func=_plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linq-eval", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -161,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_parser(sub)
     _add_baseline_parser(sub)
     _add_gate_parser(sub)
+    _add_plan_parser(sub)
     return parser
 
 
@@ -395,6 +421,30 @@ def _light_validate(args: argparse.Namespace) -> int:
     if report["sweep"]:
         print_sweep(report["summary"], report["chosen"])
     print(f"results: {out.resolve()}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from linq_eval.core.precision import check_bits
+    from linq_eval.evaluation.plan import check_numbers
+
+    check_numbers(chars_per_token=args.chars_per_token, tokens_per_second=args.tokens_per_second,
+                  max_length=args.max_length, measure=args.measure)
+    check_bits(args.bits)
+    from linq_eval.core.instructions import load_instructions
+
+    load_instructions(args.instructions)  # a bad table fails before anything heavy
+    from linq_eval.core.files import atomic_write_json
+    from linq_eval.evaluation.plan import make_plan, print_plan
+
+    measure = ({"bits": args.bits, "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size}
+               if args.measure else None)
+    plan = make_plan(args.tasks or [], args.benchmark, model=args.model, max_length=args.max_length,
+                     chars=args.chars_per_token, tokens_per_second=args.tokens_per_second,
+                     instructions=args.instructions, measure_kwargs=measure)
+    print_plan(plan)
+    if args.json:
+        print(f"plan: {atomic_write_json(args.json, plan.to_dict())}")
     return 0
 
 
