@@ -125,7 +125,8 @@ def main() -> None:  # noqa: PLR0915 -- a linear script
     from linq_train.refine.config import read_config
 
     torch.manual_seed(args.seed)
-    scratch = tempfile.mkdtemp(prefix="train_speed_")
+    scratch_dir = tempfile.TemporaryDirectory(prefix="train_speed_")  # removed at exit; nothing is written there
+    scratch = scratch_dir.name
     cfg = read_config(args.config, FitConfig, "training", "base_model, data, stages")
     update: dict[str, Any] = {"data": "(unused by this benchmark)", "output_dir": scratch}
     if args.max_length:
@@ -238,6 +239,7 @@ def main() -> None:  # noqa: PLR0915 -- a linear script
                    "measured_plain_mnrl": training["mnrl"]["training_over_inference_tokens_per_second"]},
     }
     atomic_write_json(args.out, report)
+    scratch_dir.cleanup()
     print(json.dumps({k: report[k] for k in ("batch", "median_seconds", "inference_tokens_per_second",
                                               "training", "target")}, indent=1))
     print(f"wrote {args.out}")
