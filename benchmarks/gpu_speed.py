@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import random
@@ -243,6 +244,8 @@ def main() -> None:  # noqa: PLR0915 -- a linear script
     parser.add_argument("--out", type=Path, default=HERE.parent / "results" / "benchmarks" / "gpu_speed.json")
     args = parser.parse_args()
     began = time.perf_counter()
+    # bitsandbytes logs a warning on every int8 matmul with bf16 inputs (cast to fp16); the CLI silences it too
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
     if args.save_texts:
         mixes = make_texts(args.n, args.short_texts, args.short_tokens, args.seed)
