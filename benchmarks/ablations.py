@@ -1,0 +1,274 @@
+"""Ablations of the trajectory study's training recipe: each variant against the full recipe, paired per query.
+
+The study config (``configs/trajectory_cpu.yaml``) names the recipe (its refine and fit configs) and, under
+``ablations``, the variants and seeds. Each variant changes one thing, at the same number of steps:
+
+- ``mixed_batches``: every stage draws mixed-task batches (the recipe's first stage is task-homogeneous);
+- ``in_batch_only``: no mined hard negatives, in-batch negatives only;
+- ``unfiltered``: the training data without the teacher filter (refine's crafting, leakage guard, teacher
+  scores and synthetic queries are reused; only filtering and mining run again);
+- ``no_mixed_stage``: the homogeneous stage alone, lengthened by the mixed stage's steps.
+
+Every (variant, seed) is trained once (``linq-train fit`` resumes), and its final adapter evaluated on the held-out
+tasks in the study's truth mode (full corpus, 16 bits), one cell JSON per run, so nothing finished is recomputed.
+The recipe itself at the study's own seed is the study's final checkpoint (its cell is reused, not retrained).
+
+Each variant is compared with the recipe on the same queries: per task the mean difference of nDCG@10, its 95%
+paired bootstrap CI and the sign-flip permutation p, Holm-corrected over the tasks; over the tasks the
+task-stratified 95% CI of the macro difference. Per seed, and on per-query scores averaged over the seeds (the
+headline where there are several: seed noise averages out of both sides).
+
+Run (after the study, whose data and final checkpoint it reuses; about 1.5 hours per variant and seed on 2 CPU
+cores; resumable)::
+
+    HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/ablations.py configs/trajectory_cpu.yaml
+
+Writes ``<out>/ablations/ablations.json``, ``ablations.md`` and the cells (per-query scores) under
+``<out>/ablations/cells``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import logging
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from linq_eval.core.files import atomic_write_json, atomic_write_text
+
+HERE = Path(__file__).resolve().parent
+logger = logging.getLogger("ablations")
+RECIPE = "recipe"
+
+
+def _trajectory() -> Any:  # noqa: ANN401 -- the study module (config, training, cells)
+    spec = importlib.util.spec_from_file_location("trajectory", HERE / "trajectory.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("trajectory", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- the variants: pure functions of the recipe's fit config ---------------------------------------------------
+def _homogeneous(raw: dict[str, Any]) -> dict[str, Any]:
+    first = raw["stages"][0]
+    if first.get("kind", "homogeneous") != "homogeneous":
+        raise ValueError("the recipe's first stage is not task-homogeneous: nothing to ablate")
+    return first
+
+
+def mixed_batches(raw: dict[str, Any]) -> dict[str, Any]:
+    """Every stage mixed: the homogeneous stage draws batches from an even mixture of its tasks."""
+    out = copy.deepcopy(raw)
+    first = _homogeneous(out)
+    first.update(kind="mixed", mixture=dict.fromkeys(first.pop("tasks"), 1.0))
+    first.pop("schedule", None)  # max_steps, as before, ends the stage
+    return out
+
+
+def in_batch_only(raw: dict[str, Any]) -> dict[str, Any]:
+    """No mined hard negatives in any stage."""
+    out = copy.deepcopy(raw)
+    for stage in out["stages"]:
+        stage["hard_negatives"] = 0
+    return out
+
+
+def no_mixed_stage(raw: dict[str, Any]) -> dict[str, Any]:
+    """The first (homogeneous) stage alone, lengthened by the steps of the stages it replaces."""
+    out = copy.deepcopy(raw)
+    first = _homogeneous(out)
+    rest = out["stages"][1:]
+    if not rest:
+        raise ValueError("the recipe has a single stage: there is no mixed stage to leave out")
+    if any(s.get("max_steps") is None for s in out["stages"]):
+        raise ValueError("no_mixed_stage needs max_steps in every stage (to keep the number of steps)")
+    first["max_steps"] += sum(s["max_steps"] for s in rest)
+    out["stages"] = [first]
+    return out
+
+
+def unfiltered(raw: dict[str, Any]) -> dict[str, Any]:
+    """The fit config unchanged: the data differs (:func:`unfiltered_data`)."""
+    return copy.deepcopy(raw)
+
+
+VARIANTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "mixed_batches": mixed_batches, "in_batch_only": in_batch_only, "unfiltered": unfiltered,
+    "no_mixed_stage": no_mixed_stage}
+REUSED_STAGES = ("craft", "leakage", "teacher", "synthetic")  # refine's expensive stages, identical without filter
+
+
+def unfiltered_data(refine_config: Path, done: Path, work: Path) -> str:
+    """The recipe's refined data (finished in ``done``) with the teacher filter off, its expensive stages copied."""
+    from linq_train.refine.config import RefineConfig
+    from linq_train.refine.pipeline import refine
+
+    raw = yaml.safe_load(refine_config.read_text(encoding="utf-8"))
+    out = work / "refine_unfiltered"
+    raw.update(name=f"{raw['name']}_unfiltered", output_dir=str(out / "data"), report_dir=str(out),
+               filter={"max_rank": None, "min_score": None})
+    for stage in REUSED_STAGES:
+        source, target = done / "stages" / stage, out / "data" / "stages" / stage
+        if source.is_dir() and not target.is_dir():
+            shutil.copytree(source, target)
+    return str(refine(RefineConfig.model_validate(raw)).dataset_dir)
+
+
+# -- the comparison: pure ----------------------------------------------------------------------------------------
+def paired(variant: dict[str, dict[str, float]], recipe: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Variant minus recipe over the same queries (task -> query -> score): per task the difference, 95% bootstrap
+    CI, permutation p and Holm's p; the macro difference with its task-stratified 95% CI."""
+    from linq_eval.core.stats import bootstrap_ci, holm, permutation_pvalue, stratified_macro_ci
+
+    pairs = {}
+    for task, scores in recipe.items():
+        queries = sorted(scores)
+        pairs[task] = (np.array([variant[task][q] for q in queries]), np.array([scores[q] for q in queries]))
+    raw_p = [permutation_pvalue(a, b) for a, b in pairs.values()]
+    tasks = {}
+    for (task, (a, b)), p, q in zip(pairs.items(), raw_p, holm(raw_p), strict=True):
+        low, high = bootstrap_ci(a, b)
+        tasks[task] = {"difference": float(np.mean(a - b)), "ci95": [low, high], "p": float(p), "p_holm": float(q)}
+    est, low, high = stratified_macro_ci(pairs)
+    verdict = "better" if low > 0 else "worse" if high < 0 else "no difference shown"
+    return {"tasks": tasks, "macro": {"difference": est, "ci95": [low, high], "verdict": verdict}}
+
+
+def seed_mean(cells: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per-query scores averaged over runs (seeds) of one system."""
+    tasks = cells[0]["tasks"]
+    return {t: {q: float(np.mean([c["tasks"][t]["per_query"][q] for c in cells])) for q in tasks[t]["per_query"]}
+            for t in tasks}
+
+
+def compare_all(cells: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Every variant against the recipe: per seed both have, and on seed-averaged scores."""
+    recipe = cells[RECIPE]
+    out: dict[str, Any] = {}
+    for name, runs in cells.items():
+        if name == RECIPE:
+            continue
+        seeds = sorted(set(runs) & set(recipe))
+        if not seeds:
+            continue
+        per_seed = {str(s): paired(seed_mean([runs[s]]), seed_mean([recipe[s]])) for s in seeds}
+        out[name] = {"seeds": seeds, "per_seed": per_seed,
+                     "seed_mean": paired(seed_mean([runs[s] for s in seeds]), seed_mean([recipe[s] for s in seeds]))}
+    return out
+
+
+def report_md(study: dict[str, Any]) -> str:
+    lines = ["# Ablations of the training recipe", "",
+             f"Each variant minus the recipe, {study['truth']} on {', '.join(study['tasks'])}; nDCG@10 per query, "
+             "paired: 95% bootstrap CI, sign-flip p with Holm's correction over the tasks, task-stratified macro CI. "
+             "Scores averaged over the seeds both have.", "",
+             "| variant | seeds | macro difference | 95% CI | verdict | " + " | ".join(
+                 f"{t} (p Holm)" for t in study["tasks"]) + " |",
+             "|---|---|---:|---|---|" + "---|" * len(study["tasks"])]
+    for name, row in study["comparisons"].items():
+        m = row["seed_mean"]["macro"]
+        cells = [f"{v['difference']:+.4f} ({v['p_holm']:.3f})" for v in row["seed_mean"]["tasks"].values()]
+        lines.append(f"| {name} | {', '.join(map(str, row['seeds']))} | {m['difference']:+.4f} | "
+                     f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] | {m['verdict']} | " + " | ".join(cells) + " |")
+    lines += ["", "| run | macro nDCG@10 | training seconds |", "|---|---:|---:|"]
+    for run in study["runs"]:
+        lines.append(f"| {run['variant']} seed {run['seed']} | {run['macro']:.4f} | "
+                     f"{'-' if run['train_seconds'] is None else round(run['train_seconds'])} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- the runs ----------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear script
+    import time
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="the trajectory study's config (YAML) with an `ablations` block")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    tj = _trajectory()
+    cfg = tj.StudyConfig.model_validate(yaml.safe_load(tj._repo_path(args.config).read_text(encoding="utf-8")))  # noqa: SLF001
+    if cfg.ablations is None:
+        raise SystemExit(f"{args.config} has no `ablations` block: name the variants and seeds there")
+    unknown = sorted(set(cfg.ablations.variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown ablation {unknown[0]!r}: choose from {sorted(VARIANTS)}")
+    work = tj._repo_path(cfg.work) / "ablations"  # noqa: SLF001
+    out = tj._repo_path(cfg.out) / "ablations"  # noqa: SLF001
+    if cfg.light_dir:
+        import os
+
+        os.environ["LINQ_LIGHT_DIR"] = str(tj._repo_path(cfg.light_dir))  # noqa: SLF001
+    recipe = tj.fit_config(cfg, tj._repo_path(cfg.work))  # noqa: SLF001 -- the study's own run, same data
+    for stage in recipe["stages"]:
+        stage["save_steps"] = 40  # only the final adapter is evaluated; checkpoints let an interrupted run resume
+    truth = next(m for m in cfg.modes if m.name == cfg.truth)
+    for name in cfg.ablations.variants:  # a variant that does not apply fails now, before any training
+        VARIANTS[name](recipe)
+
+    def run(variant: str, seed: int) -> dict[str, Any]:
+        label = f"{variant}-s{seed}"
+        cell = out / "cells" / label / f"{truth.name}.json"
+        if variant == RECIPE and seed == recipe.get("seed", 0):  # the study's final checkpoint, not trained twice
+            studied = tj._repo_path(cfg.out) / "cells"  # noqa: SLF001
+            finals = sorted(studied.glob(f"*/{truth.name}.json"), key=lambda p: tj.read_json_file(p)["step"])
+            if not finals or tj.read_json_file(finals[-1])["checkpoint"] == tj.BASE:
+                raise SystemExit("the study's final checkpoint is not evaluated yet: run benchmarks/trajectory.py "
+                                 f"{args.config} first (the recipe at seed {seed} is its run)")
+            return {**tj.read_json_file(finals[-1]), "train_seconds": None}
+        if cell.is_file():
+            return tj.read_json_file(cell)
+        raw = copy.deepcopy(recipe) if variant == RECIPE else VARIANTS[variant](recipe)
+        raw.update(name=label, seed=seed, output_dir=str(work / "runs" / label))
+        if variant == "unfiltered":
+            refine_config = tj._repo_path(cfg.refine)  # noqa: SLF001
+            done = tj._repo_path(yaml.safe_load(refine_config.read_text(encoding="utf-8"))["output_dir"])  # noqa: SLF001
+            raw["data"] = unfiltered_data(refine_config, done, work)
+        from linq_train.fit.config import FitConfig
+        from linq_train.fit.train import fit
+
+        logger.info("training %s", label)
+        start = time.perf_counter()
+        result = fit(FitConfig.model_validate(raw), progress=False)
+        if not result.finished:
+            raise SystemExit(f"{label}: training stopped early: rerun to resume")
+        seconds = time.perf_counter() - start
+        steps = sum(s.global_step for s in result.stages)
+        point = tj.Checkpoint(label, steps, result.stages[-1].adapter)
+        logger.info("evaluating %s", label)
+        record = tj.evaluate_cell(cfg, raw["base_model"], point, truth, work, out)
+        if "train_seconds" not in record:  # measured once, when it trained
+            record = {**record, "train_seconds": seconds}
+            atomic_write_json(cell, record)
+        return record
+
+    cells: dict[str, dict[int, dict[str, Any]]] = {}
+    runs = []
+    for seed in cfg.ablations.seeds:  # seed by seed: a cut-short run has whole comparisons for the first seeds
+        for variant in [RECIPE, *cfg.ablations.variants]:
+            record = run(variant, seed)
+            cells.setdefault(variant, {})[seed] = record
+            runs.append({"variant": variant, "seed": seed, "checkpoint": record["checkpoint"],
+                         "macro": float(np.mean([t["mean"] for t in record["tasks"].values()])),
+                         "train_seconds": record.get("train_seconds")})
+            study = {"truth": cfg.truth, "tasks": cfg.tasks, "variants": cfg.ablations.variants,
+                     "seeds": cfg.ablations.seeds, "runs": runs, "comparisons": compare_all(cells),
+                     "complete": False}
+            atomic_write_json(out / "ablations.json", study)
+            atomic_write_text(out / "ablations.md", report_md(study))
+    study["complete"] = True
+    atomic_write_json(out / "ablations.json", study)
+    print(report_md(study))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
