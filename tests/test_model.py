@@ -90,7 +90,8 @@ def test_sixteen_bit_is_bf16_on_this_cpu_if_supported(smol) -> None:
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-def test_quantised_precisions_load_and_agree_with_16_bit(smollm2_dir: Path, smol, bits: int) -> None:
+def test_quantised_precisions_load_and_agree_with_16_bit(smollm2_dir: Path, smol, bits: int,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
     quant = build_model(str(smollm2_dir), bits=bits, max_length=64, device="cpu")
     assert type(quant[0].auto_model.layers[0].mlp.up_proj).__name__ == ("Linear8bitLt" if bits == 8 else "Linear4bit")
     texts = TEXTS[:1] + ["Flow over a swept wing at supersonic speed", "Cataloguing rules in public libraries"]
@@ -98,6 +99,8 @@ def test_quantised_precisions_load_and_agree_with_16_bit(smollm2_dir: Path, smol
     b = smol.encode(texts, normalize_embeddings=True)
     cosine = np.sum(a * b, axis=1)
     assert np.all(cosine > 0.9), cosine
+    # bitsandbytes' int8 notice would come once per matmul (hundreds here, thousands in an evaluation)
+    assert not [r for r in caplog.records if "MatMul8bitLt" in r.getMessage()]
     assert quant[0].auto_model.get_memory_footprint() < smol[0].auto_model.get_memory_footprint()
     if bits == 4:  # NF4 computes in the 16-bit dtype: bf16 matmuls on a CPU without bf16 would be ~7x slower
         compute = quant[0].auto_model.layers[0].mlp.up_proj.compute_dtype

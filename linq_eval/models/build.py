@@ -191,6 +191,22 @@ def _model_kwargs(bits: int, device: str, allow_pickle: bool, dtype_name: str | 
     return kwargs
 
 
+class _Int8CastNotice(logging.Filter):
+    """Drops bitsandbytes' "MatMul8bitLt: inputs will be cast ... to float16" warning. It comes on every int8
+    matmul (thousands per evaluation, flooding mteb's own CLI, which does not silence bitsandbytes), and says what
+    LLM.int8 always does: it quantises fp16 inputs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
+
+
+_INT8_NOTICE = _Int8CastNotice()
+
+
+def _quiet_int8_notice() -> None:
+    logging.getLogger("bitsandbytes.autograd._functions").addFilter(_INT8_NOTICE)  # a no-op when already added
+
+
 def _pooling_mode(model: SentenceTransformer) -> str | None:
     for module in model:
         mode = getattr(module, "pooling_mode", None)
@@ -302,6 +318,8 @@ def build_model(
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     kwargs = _model_kwargs(bits, device, allow_pickle, dtype)
+    if bits == 8:
+        _quiet_int8_notice()
     try:
         model = _load(str(local or source), revision if local is None else None, device, kwargs, pooling,
                       max_length, trust_remote_code)
