@@ -7,6 +7,7 @@ is checked before a model loads.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -271,19 +272,27 @@ def _light_build(args: argparse.Namespace) -> int:
         os.environ[DATA_ENV] = str(Path(args.data_dir).resolve())
     if args.out:
         os.environ[LIGHT_DIR_ENV] = str(Path(args.out).resolve())
-    from linq_eval.core.light_manifest import write_manifest
+    from linq_eval.core.light_manifest import LightManifest, write_manifest
     from linq_eval.light.build import build
+    from linq_eval.models import distributed
     from linq_eval.registry import register_light
     from linq_eval.tasks.light import write_descriptive_stats
 
-    for spec in specs:
-        manifest = build(spec)
+    def write(manifest: LightManifest) -> None:
         path = write_manifest(manifest, light_dir())
         register_light(light_dir())
         write_descriptive_stats(manifest.name, light_dir())
         c = manifest.counts
         print(f"{path}: {c['queries']}/{c['full_queries']} queries, {c['corpus']}/{c['full_corpus']} documents "
               f"({c['full_corpus'] / c['corpus']:.1f}x fewer), checksum {manifest.checksum[:12]}")
+
+    distributed.init()  # under torchrun / accelerate launch: every rank pools, each encodes a share
+    try:
+        for spec in specs:
+            manifest = build(spec)
+            distributed.from_main(functools.partial(write, manifest))  # rank 0 writes and reports
+    finally:
+        distributed.shutdown()
     return 0
 
 
@@ -306,7 +315,9 @@ def _light_list(args: argparse.Namespace) -> int:
 
 
 def _progress(task: str, state: str) -> None:
-    if state != "done":
+    from linq_eval.models import distributed
+
+    if state != "done" and distributed.world().main:  # under a launcher rank 0 reports
         console().print(f"{task}: {'stored result reused' if state == 'stored' else 'evaluating'}", style="dim")
 
 
@@ -320,9 +331,17 @@ def _baseline_save(args: argparse.Namespace) -> int:
     tasks = light_task_names(args.light) if args.light is not None else args.tasks
     settings = EvalSettings(bits=args.bits, max_length=args.max_length, dtype=args.dtype,
                             instructions=args.instructions, batch_size=args.batch_size)
-    path = save_baseline(args.name, args.model, args.adapter, settings, tasks,
-                         directory=Path(args.dir) if args.dir else None, cache_root=args.cache, progress=_progress,
-                         force=args.force)
+    from linq_eval.models import distributed
+
+    distributed.init()  # under torchrun / accelerate launch: each rank encodes a share, rank 0 writes
+    try:
+        path = save_baseline(args.name, args.model, args.adapter, settings, tasks,
+                             directory=Path(args.dir) if args.dir else None, cache_root=args.cache,
+                             progress=_progress, force=args.force)
+    finally:
+        distributed.shutdown()
+    if not distributed.world().main:
+        return 0
     from linq_eval.core.baseline import load_baseline
 
     baseline = load_baseline(args.name, path.parent)
@@ -363,16 +382,21 @@ def _gate(args: argparse.Namespace) -> int:
     import time
 
     from linq_eval.gate.driver import gate_checkpoint, report_folder
-    from linq_eval.gate.report import error_record, print_report, write
+    from linq_eval.gate.report import clear, error_record, print_report, write
+    from linq_eval.models import distributed
 
     out = Path(args.out) if args.out else report_folder(args.baseline)
+    main = distributed.world().main  # under torchrun / accelerate launch: rank 0 writes the reports and prints
     t0 = time.perf_counter()
     try:
-        record = gate_checkpoint(args.checkpoint, args.baseline, delta=args.delta, alpha=args.alpha,
-                                 directory=Path(args.dir) if args.dir else None, cache_root=args.cache,
-                                 instructions=args.instructions, progress=_progress, method=args.interval).to_dict()
-        paths = write(record, out)
+        distributed.init()
+        distributed.from_main(lambda: clear(out))  # a gate that does not finish leaves no earlier verdict behind
+        mine = gate_checkpoint(args.checkpoint, args.baseline, delta=args.delta, alpha=args.alpha,
+                               directory=Path(args.dir) if args.dir else None, cache_root=args.cache,
+                               instructions=args.instructions, progress=_progress, method=args.interval).to_dict()
+        record, paths = distributed.from_main(lambda: (mine, write(mine, out)))  # rank 0's record on every rank
     except Exception as exc:  # noqa: BLE001 -- any failure is an ERROR (exit 2) with its reports, never FAIL's exit 1
+        distributed.shutdown()
         if isinstance(exc, LinqEvalError):
             message = str(exc)
         else:
@@ -380,13 +404,17 @@ def _gate(args: argparse.Namespace) -> int:
             message = (f"internal error ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}):"
                        " rerun with -v for the traceback, and please report it")
         try:
-            write(error_record(args.checkpoint, args.baseline, message, delta=args.delta, alpha=args.alpha,
-                               seconds=time.perf_counter() - t0), out)
+            if main:
+                write(error_record(args.checkpoint, args.baseline, message, delta=args.delta, alpha=args.alpha,
+                                   seconds=time.perf_counter() - t0), out)
         except (OSError, ValueError) as write_error:
             message += f" (and no report written to {out}: {write_error})"
         raise LinqEvalError(message) from None
-    print_report(record)
-    print(f"report: {paths['json']} (junit: {paths['junit']}, markdown: {paths['markdown']})")
+    if main:
+        print_report(record)
+        print(f"report: {paths['json']} (junit: {paths['junit']}, markdown: {paths['markdown']})")
+    distributed.barrier()  # a launcher stops every rank at the first non-zero exit: the others wait for the report
+    distributed.shutdown()
     return record["exit_code"]
 
 
@@ -400,17 +428,34 @@ def _compare(args: argparse.Namespace) -> int:
     spec = check(spec)  # everything before any model loads
     from linq_eval.compare.driver import check_outcome, compare
     from linq_eval.compare.report import print_report, write
+    from linq_eval.models import distributed
 
-    report = compare(spec, progress=lambda line: console().print(line, style="dim"))
-    write(report, Path(args.out))
-    print_report(report)
-    print(f"results: {Path(args.out).resolve()}")
-    check_outcome(report, Path(args.out))  # nothing compared (every precision failed): exit 2, one line
+    def say(line: str) -> None:
+        if distributed.world().main:
+            console().print(line, style="dim")
+
+    def report_here(report: dict) -> None:
+        write(report, Path(args.out))
+        print_report(report)
+        print(f"results: {Path(args.out).resolve()}")
+
+    # under torchrun / accelerate launch: every precision's processes encode a share each, rank 0 writes and prints
+    distributed.init("cpu")  # this process only coordinates (each precision runs in processes of its own)
+    try:
+        report = compare(spec, progress=say)
+        distributed.from_main(lambda: report_here(report))
+    finally:
+        distributed.shutdown()
+    check_outcome(report, Path(args.out))  # nothing compared (every precision failed): exit 2, one line, every rank
     return 0
 
 
 def _light_validate(args: argparse.Namespace) -> int:
     from linq_eval.light.report import check_light_names
+    from linq_eval.models.distributed import world
+
+    if world().size > 1:  # every rank would write the same reports, and the panel's cache is per machine
+        raise LinqEvalError("light validate runs in one process: run it without torchrun / accelerate launch")
 
     manifests = check_light_names(args.tasks)
     from linq_eval.light.report import print_sweep, print_table, validate

@@ -8,11 +8,12 @@ batching (A/A) to measure the noise floor. ``compare_analysis`` turns the per-qu
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,17 +159,36 @@ def _finished(job: Any) -> dict[str, Any] | None:  # noqa: ANN401
 
 
 def execute(job: Any) -> dict[str, Any]:  # noqa: ANN401
-    """One job in a child process; a crash (out of memory, a segfault in a kernel) is a result too."""
+    """One job in a child process; a crash (out of memory, a segfault in a kernel) is a result too.
+
+    Under torchrun / accelerate launch every rank starts its child; the children form a group of their own, each
+    encodes a share, rank 0's writes the job's JSON, and every rank returns rank 0's outcome. There a crash stops
+    the run instead (exit 2; the launcher then stops every rank and its child): a sibling child on another rank
+    could wait for the crashed one until the group's timeout (30 minutes), before the group has even formed.
+    """
+    from linq_eval.models import distributed
+
+    env = distributed.child_env()
+    with tempfile.TemporaryDirectory(prefix="linq-eval-job-") as folder:  # private: every rank writes its own
+        job_file = Path(folder) / "job.json"
+        atomic_write_json(job_file, asdict(job))
+        proc = subprocess.run([sys.executable, "-m", "linq_eval.compare.job", str(job_file)], env=env,
+                              capture_output=True, text=True, check=False)
+    if proc.returncode != 0 and distributed.active():
+        raise LinqEvalError(f"rank {distributed.world().rank}: {job.bits} bits of {job.model or 'Linq-Embed-Mistral'} "
+                            f"crashed ({_crash_reason(proc)}): under a launcher a crash stops the run; finished "
+                            "precisions are kept, run the same command again to resume")
+    return distributed.from_main(functools.partial(_outcome, job, proc))
+
+
+def _crash_reason(proc: subprocess.CompletedProcess) -> str:
+    return f"exit {proc.returncode}: {(proc.stderr.strip().splitlines() or ['no output'])[-1][:300]}"
+
+
+def _outcome(job: Any, proc: subprocess.CompletedProcess) -> dict[str, Any]:  # noqa: ANN401
     out = Path(job.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    job_file = out.with_suffix(".job")
-    atomic_write_json(job_file, asdict(job))
-    proc = subprocess.run([sys.executable, "-m", "linq_eval.compare.job", str(job_file)], env=dict(os.environ),
-                          capture_output=True, text=True, check=False)
-    job_file.unlink(missing_ok=True)
     if proc.returncode != 0 or not out.is_file():
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        return {"job": asdict(job), "status": "crashed", "reason": f"exit {proc.returncode}: {tail}"}
+        return {"job": asdict(job), "status": "crashed", "reason": _crash_reason(proc)}
     try:
         return read_json_file(out)
     except LinqEvalError as exc:
@@ -178,15 +198,16 @@ def execute(job: Any) -> dict[str, Any]:  # noqa: ANN401
 def compare(spec: CompareSpec, progress: Any = None) -> dict[str, Any]:  # noqa: ANN401
     """Run (or reuse) every job, then analyse; returns the report written to ``spec.out``."""
     from linq_eval.compare.analysis import analyse
+    from linq_eval.models import distributed
 
     sample = sample_texts(spec.tasks[0])
     results = []
     for label, bits, aa, job in _jobs(spec, sample):
-        done = _finished(job)
+        done = distributed.from_main(functools.partial(_finished, job))  # under a launcher: rank 0's files decide
         if progress:
             progress(f"{label} at {bits} bits{' (A/A)' if aa else ''}: {'stored' if done else 'running'}")
         results.append({"system": label, "bits": bits, "aa": aa, **(done or execute(job))})
-    return analyse(spec, results)
+    return distributed.from_main(functools.partial(analyse, spec, results))  # it reads rank 0's files
 
 
 def check_outcome(report: dict[str, Any], out: Path) -> None:

@@ -4,7 +4,8 @@ A fresh process per precision makes peak memory (RSS on CPU, ``max_memory_alloca
 own, and a crash or an out-of-memory kill of one precision leaves the others running. The evaluation itself is
 ``runner.run`` (mteb, result cache, per-query scores), so a finished precision is never recomputed and an
 interrupted one resumes. Writes ``<out>.json``: status, per-query file of each task, cost, and the embeddings of
-a fixed sample of texts (similarity fidelity).
+a fixed sample of texts (similarity fidelity). Under torchrun / accelerate launch one such process runs per rank
+(``driver.execute``), each encoding a share; rank 0's writes.
 
     python -m linq_eval.compare.job JOB.json
 """
@@ -67,10 +68,11 @@ def execute(job: Job) -> dict[str, Any]:
     import numpy as np
 
     from linq_eval.core.per_query import per_query_path
-    from linq_eval.evaluation.runner import RunSpec, load_encoder, run
+    from linq_eval.evaluation.runner import RunSpec, load_encoder, on_this_rank, run
+    from linq_eval.models import distributed
     from linq_eval.models.build import describe
 
-    spec = RunSpec(model=job.model, bits=job.bits, adapter=job.adapter, max_length=job.max_length)
+    spec = on_this_rank(RunSpec(model=job.model, bits=job.bits, adapter=job.adapter, max_length=job.max_length))
     result: dict[str, Any] = {"job": asdict(job), "status": "ok"}
     t0 = time.perf_counter()
     try:
@@ -98,24 +100,32 @@ def execute(job: Job) -> dict[str, Any]:
         if not path.is_file():
             return {**result, "status": "failed", "reason": f"{task}: no per-query scores at {path}"}
         per_query[task] = str(path)
-    for side, emb in sample.items():
+    for side, emb in sample.items() if distributed.world().main else ():  # under a launcher rank 0 writes
         buffer = io.BytesIO()
         np.save(buffer, emb)
         atomic_write_bytes(Path(job.out).with_suffix(f".{side}.npy"), buffer.getvalue())
     cost = {"load_seconds": load_seconds, "eval_seconds": eval_seconds, "encode": usage,
             "resumed_tasks": resumed,  # their results came from the cache: the times above leave them out
             "tokens_per_second": throughput(usage),
+            "processes": distributed.world().size,  # under a launcher: seconds and memory rank 0's, tokens all ranks'
             "weight_bytes": describe(encoder.model)["weight_bytes"], "dtype": describe(encoder.model)["dtype"],
             **_peak_memory()}
     return {**result, "model_name": meta.name, "per_query": per_query, "cost": cost}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from linq_eval.models import distributed
+
     path = Path((argv or sys.argv[1:])[0])
     job = Job(**read_json_file(path))
     result = execute(job)
-    # a job's JSON exists only once it finished (written atomically): an interrupted one is simply rerun
-    atomic_write_json(job.out, result, default=str)
+    # under torchrun / accelerate launch: every rank finished its share (a rank that died fails this barrier, so
+    # no result is written); then rank 0 writes
+    distributed.barrier()
+    if distributed.world().main:
+        # a job's JSON exists only once it finished (written atomically): an interrupted one is simply rerun
+        atomic_write_json(job.out, result, default=str)
+    distributed.shutdown()
     return 0
 
 

@@ -26,6 +26,7 @@ def _gib(n: float | None) -> str:
 
 
 def print_report(report: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     ref = report["reference_bits"]
@@ -45,8 +46,9 @@ def print_report(report: dict[str, Any]) -> None:
         cost.add_column(col, justify="left" if col in ("system", "status") else "right")
     for p in report["precisions"]:
         c, ratio, sim = p.get("cost") or {}, p.get("cost_ratio") or {}, p.get("similarity") or {}
-        status = p["status"] if p["status"] == "ok" else f"{p['status']}: {p['reason']}"
-        cost.add_row(p["system"], str(p["bits"]), status, f"{c['load_seconds']:.1f}" if c else "-",
+        # a crash's reason is the child's last stderr line, e.g. a gloo error "[.../pair.cc:553] ...": not markup
+        status = p["status"] if p["status"] == "ok" else escape(f"{p['status']}: {p['reason']}")
+        cost.add_row(escape(p["system"]), str(p["bits"]), status, f"{c['load_seconds']:.1f}" if c else "-",
                      f"{c['eval_seconds']:.1f}" if c else "-",
                      f"{throughput(c['encode']):.0f}" if c and throughput(c["encode"]) else "-",
                      _gib(c.get("weight_bytes")), _gib(c.get("peak_rss_bytes")),

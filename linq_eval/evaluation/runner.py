@@ -177,6 +177,20 @@ def check_stored_results(encoder: LinqEncoder, tasks: list[AbsTask], cache_folde
             )
 
 
+def on_this_rank(spec: RunSpec) -> RunSpec:
+    """``spec`` for this process: under torchrun / accelerate launch, the group joined and this rank's device (one
+    per rank); else ``spec`` itself. Callers that load the encoder before :func:`run` call it first."""
+    from linq_eval.models import distributed
+
+    here = distributed.init(spec.device)
+    if here.size == 1:
+        return spec
+    if spec.devices:
+        raise LinqEvalError("--devices spreads encoding over one machine's processes; under torchrun or "
+                            "accelerate launch each process already has its device: leave --devices out")
+    return replace(spec, device=distributed.device_for(spec.device))
+
+
 def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overwrite: bool = False,
         batch_size: int = 32, encoder: LinqEncoder | None = None, show_progress: bool = True,
         on_reuse: Callable[[str, Path], None] | None = None) -> Any:  # noqa: ANN401 -- mteb's ModelResult
@@ -198,14 +212,9 @@ def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overw
     if spec.adapter:
         check_adapter(spec.adapter)
     tasks = check_tasks(task_names)
-    here = distributed.init(spec.device)  # launched by torchrun / accelerate: join the group, one device per rank
-    if here.size > 1:
-        if spec.devices:
-            raise LinqEvalError("--devices spreads encoding over one machine's processes; under torchrun or "
-                                "accelerate launch each process already has its device: leave --devices out")
-        spec = replace(spec, device=distributed.device_for(spec.device))
+    spec = on_this_rank(spec)
     encoder = encoder or load_encoder(spec)
-    if not overwrite and here.main:
+    if not overwrite and distributed.world().main:
         check_stored_results(encoder, tasks, cache_folder)
     encoder.batch_size = batch_size
     cache = mteb.ResultCache(cache_folder)

@@ -213,18 +213,26 @@ class DenseScorer:
     """A dense system's query-by-document cosine matrix for one task, computed once (embeddings cached on disk)."""
 
     def __init__(self, system: System, data: TaskData, *, batch_size: int = 64) -> None:
+        from linq_eval.models import distributed
+
         self.system = system
         self.data = data
         self.encode_seconds = 0.0
         self.encoded_docs = 0
         encoder = load_system_encoder(system)
-        folder = cache_root() / _cache_key(system)
         t0 = time.perf_counter()
-        # mteb's numpy cache keeps an index file and a memory-mapped vector file that two writers corrupt (each
-        # saves its own index over the other's, so texts point at another text's vector: silently wrong
-        # scores). One writer at a time per cache folder, and a spot check against fresh encodes.
-        with folder_lock(folder):
-            q, d = self._encode_checked(encoder, folder, batch_size)
+        if distributed.active():
+            # torchrun / accelerate launch: every rank encodes its share afresh, no cache. Ranks holding different
+            # caches would ask for different texts, and exactly one rank may write. The same calls as a fresh
+            # cache makes, so the same embeddings, bit for bit
+            q, d = _encode(encoder, data, "query", batch_size), _encode(encoder, data, "document", batch_size)
+        else:
+            # mteb's numpy cache keeps an index file and a memory-mapped vector file that two writers corrupt (each
+            # saves its own index over the other's, so texts point at another text's vector: silently wrong
+            # scores). One writer at a time per cache folder, and a spot check against fresh encodes.
+            folder = cache_root() / _cache_key(system)
+            with folder_lock(folder):
+                q, d = self._encode_checked(encoder, folder, batch_size)
         self.encode_seconds = time.perf_counter() - t0
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
@@ -287,11 +295,11 @@ def _cache_key(system: System) -> str:
 
 def load_system_encoder(system: System) -> Any:  # noqa: ANN401 -- linq_eval's LinqEncoder
     """The system's encoder through linq-eval's one loader (float32 at 16 bits: the same scores everywhere)."""
-    from linq_eval.evaluation.runner import RunSpec, load_encoder
+    from linq_eval.evaluation.runner import RunSpec, load_encoder, on_this_rank
 
     ref = str(random_init_copy(system.ref)) if system.random_init else system.ref
     dtype = "float32" if system.bits == 16 else None
-    return load_encoder(RunSpec(model=ref, bits=system.bits, max_length=system.max_length, dtype=dtype))
+    return load_encoder(on_this_rank(RunSpec(model=ref, bits=system.bits, max_length=system.max_length, dtype=dtype)))
 
 
 def random_init_copy(ref: str, seed: int = 0) -> Path:

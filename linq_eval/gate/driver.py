@@ -11,6 +11,7 @@ manifests, instruction table, data copies, pool independence). The decision itse
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -165,6 +166,34 @@ def _load_encoder(spec: Any) -> Any:  # noqa: ANN401 -- a RunSpec in, a LinqEnco
                             "or save the checkpoint again") from None
 
 
+def _stored_scores(task: str, result_path: Path,
+                   pq: Path) -> tuple[tuple[TaskScores, str | None] | None, str | None]:
+    """A task's stored scores, if any can be trusted, and the note to record when they could not (then removed)."""
+    try:
+        if result_path.is_file() and pq.is_file():
+            return _task_scores(result_path, pq), None
+        if result_path.is_file() and not _readable(result_path):  # mteb would trip over it
+            raise StoredResultError(f"{result_path}: unreadable")
+    except StoredResultError as exc:  # a kill at a write, a disk error, an edit: recompute this task only
+        message = f"{task}: the stored result cannot be trusted ({exc}): recomputing this task"
+        logger.warning("%s", message)
+        _remove(result_path, pq)
+        return None, message.replace("recomputing", "recomputed")
+    return None, None
+
+
+def _fresh_scores(task: str, result_path: Path, pq: Path, cache_folder: Path) -> tuple[TaskScores, str | None]:
+    """The scores of a task just evaluated, checked like stored ones."""
+    if not pq.is_file():
+        raise LinqEvalError(f"{task}: mteb wrote no per-query scores at {pq}: delete {cache_folder} (or give "
+                            "another --cache) and run again")
+    try:
+        return _task_scores(result_path, pq)
+    except StoredResultError as exc:
+        raise LinqEvalError(f"{task}: freshly computed scores do not check out ({exc}): delete "
+                            f"{cache_folder} (or give another --cache) and run again") from None
+
+
 def evaluate(model: str | None, adapter: str | None, settings: EvalSettings, tasks: list[str], cache_root: str | Path,
              sha256: str, progress: Progress | None = None,
              notes: list[str] | None = None) -> tuple[dict[str, TaskScores], dict[str, Any]]:
@@ -175,11 +204,12 @@ def evaluate(model: str | None, adapter: str | None, settings: EvalSettings, tas
     import mteb
 
     from linq_eval.core.per_query import per_query_path
-    from linq_eval.evaluation.runner import RunSpec, run
+    from linq_eval.evaluation.runner import RunSpec, on_this_rank, run
+    from linq_eval.models import distributed
     from linq_eval.models.build import describe
 
-    spec = RunSpec(model=model, bits=settings.bits, adapter=adapter, max_length=settings.max_length,
-                   instructions=settings.instructions, dtype=settings.dtype)
+    spec = on_this_rank(RunSpec(model=model, bits=settings.bits, adapter=adapter, max_length=settings.max_length,
+                                instructions=settings.instructions, dtype=settings.dtype))
     cache_folder = _cache_folder(cache_root, sha256, settings)
     encoder = _load_encoder(spec)
     if settings.use_instructions is not None:  # a gate evaluates as its baseline did, whatever the checkpoint's kind
@@ -192,30 +222,15 @@ def evaluate(model: str | None, adapter: str | None, settings: EvalSettings, tas
     for task in tasks:
         result_path = cache.get_task_result_path(task, meta)
         pq = per_query_path(cache.cache_path, result_path)
-        stored = None
-        try:
-            if result_path.is_file() and pq.is_file():
-                stored = _task_scores(result_path, pq)
-            elif result_path.is_file() and not _readable(result_path):  # mteb would trip over it
-                raise StoredResultError(f"{result_path}: unreadable")
-        except StoredResultError as exc:  # a kill at a write, a disk error, an edit: recompute this task only
-            message = f"{task}: the stored result cannot be trusted ({exc}): recomputing this task"
-            logger.warning("%s", message)
-            if notes is not None:
-                notes.append(message.replace("recomputing", "recomputed"))
-            _remove(result_path, pq)
+        # the cache is rank 0's (under torchrun / accelerate launch): it alone reads it, every rank gets its answer
+        stored, message = distributed.from_main(functools.partial(_stored_scores, task, result_path, pq))
+        if message is not None and notes is not None:
+            notes.append(message)
         if progress:
             progress(task, "stored" if stored else "running")
         if stored is None:
             run(spec, [task], cache_folder, batch_size=settings.batch_size, encoder=encoder, show_progress=False)
-            if not pq.is_file():
-                raise LinqEvalError(f"{task}: mteb wrote no per-query scores at {pq}: delete {cache_folder} (or give "
-                                    "another --cache) and run again")
-            try:
-                stored = _task_scores(result_path, pq)
-            except StoredResultError as exc:
-                raise LinqEvalError(f"{task}: freshly computed scores do not check out ({exc}): delete "
-                                    f"{cache_folder} (or give another --cache) and run again") from None
+            stored = distributed.from_main(functools.partial(_fresh_scores, task, result_path, pq, cache_folder))
         scores[task], data[task] = stored
         if progress:
             progress(task, "done")
@@ -261,6 +276,7 @@ def save_baseline(name: str, model: str | None, adapter: str | None, settings: E
     from linq_eval.core.precision import check_bits
     from linq_eval.evaluation.checkpoint import content_sha256, reference_sha256
     from linq_eval.evaluation.checks import check_model_ref, check_pool_independence
+    from linq_eval.models import distributed
     from linq_eval.models.build import check_adapter
 
     check_new(name, directory, force=force)  # a bad or taken name fails first
@@ -278,7 +294,7 @@ def save_baseline(name: str, model: str | None, adapter: str | None, settings: E
     baseline = Baseline(name=name, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         provenance=_provenance(model, adapter, model_sha, adapter_sha, settings, prepared, effective),
                         tasks=scores)
-    return write_baseline(baseline, directory, force=force)
+    return distributed.from_main(lambda: write_baseline(baseline, directory, force=force))  # rank 0 writes
 
 
 @dataclass

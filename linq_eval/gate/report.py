@@ -119,6 +119,13 @@ def junit(r: dict[str, Any]) -> str:
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def clear(out: Path) -> None:
+    """Remove an earlier run's reports from ``out``, so that a gate killed before it reports leaves none (a CI
+    reading gate.json after a launcher's exit 1 must not find an old verdict there)."""
+    for name in ("gate.json", "junit.xml", "gate.md"):
+        (out / name).unlink(missing_ok=True)
+
+
 def write(r: dict[str, Any], out: Path) -> dict[str, Path]:
     """gate.json, junit.xml and gate.md under ``out``, each written atomically (a CI never reads half a file)."""
     paths = {"json": out / "gate.json", "junit": out / "junit.xml", "markdown": out / "gate.md"}

@@ -4,7 +4,9 @@ Every rank runs the same evaluation: mteb asks each of them for the same embeddi
 encodes its share of the token-budget batches (whole batches: texts of similar length stay together), and the
 rows are gathered so that every rank holds the full matrix, bit for bit what one process computes, since each
 batch is the same batch whichever rank runs it. mteb's search and scoring then run on every rank (cheap next to
-encoding), and only rank 0 writes files (``evaluation.runner``).
+encoding), and only rank 0 writes files (``evaluation.runner``). What reads or writes rank 0's files (stored
+results, reports, manifests) runs there alone, its outcome shared with every rank (:func:`from_main`), so every
+rank takes the same branch and ends with the same exit code.
 
 The launchers set ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init`
 joins the group (``gloo`` on CPU, ``nccl`` on CUDA). Without them everything here is a no-op.
@@ -13,10 +15,15 @@ joins the group (``gloo`` on CPU, ``nccl`` on CUDA). Without them everything her
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+
+from linq_eval.core.errors import LinqEvalError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,58 @@ def broadcast(value: object) -> object:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def from_main(action: Callable[[], T]) -> T:
+    """``action()`` run on rank 0 alone, its value, or its failure, shared with every rank (outside a group: just
+    ``action()``).
+
+    For what reads or writes rank 0's files: exactly one process writes, the folder need not be shared, and every
+    rank decides on the same answer. A failure there fails every rank alike: a ``LinqEvalError`` is raised as it
+    is on every rank (exit 2 everywhere), anything else as a ``RuntimeError`` naming it.
+    """
+    if not active():
+        return action()
+    if not world().main:
+        kind, value = broadcast(None)
+        if kind == "error":
+            raise value
+        if kind == "crash":
+            raise RuntimeError(f"rank 0 failed: {value}")
+        return value
+    try:
+        value = action()
+    except LinqEvalError as exc:
+        broadcast(("error", exc))
+        raise
+    except Exception as exc:
+        broadcast(("crash", f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"))
+        raise
+    broadcast(("ok", value))
+    return value
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a child process that runs on this rank together with its siblings on the other ranks
+    (``compare`` runs each precision in a child), so that they form a group of their own.
+
+    Rank 0 picks a free port on its machine (``MASTER_ADDR``) and its child hosts the group's store there: a second
+    group on the launcher's store would meet the keys of the first. Outside a group: this environment unchanged.
+    """
+    env = dict(os.environ)
+    if not active():
+        return env
+    port = broadcast(_free_port() if world().main else None)
+    env.update(MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="False")
+    return env
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
 
 
 def barrier() -> None:

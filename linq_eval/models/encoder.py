@@ -260,8 +260,8 @@ class LinqEncoder(AbsEncoder):
                         sum(len(idx) for idx in batches), len(texts))
         mine = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
         side = label.rsplit(" ", 1)[-1]
-        self.usage.setdefault(side, {"texts": 0, "tokens": 0, "seconds": 0.0})["tokens"] += sum(
-            lengths[i] for i in mine)
+        # the tokens of every share: under torch.distributed tokens/s is then the group's throughput
+        self.usage.setdefault(side, {"texts": 0, "tokens": 0, "seconds": 0.0})["tokens"] += sum(lengths)
         out = np.empty((len(mine) if spread else len(texts), self.model.get_embedding_dimension()), dtype=np.float32)
         position = {int(i): k for k, i in enumerate(mine)} if spread else None
         show = self.show_progress and distributed.world().main
