@@ -374,3 +374,20 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(trained: tuple, refine
     uninterrupted = {e["step"]: e["loss"] for e in trained[1].stages[0].losses}
     for entry in resumed.losses:
         assert entry["loss"] == pytest.approx(uninterrupted[entry["step"]], rel=1e-4), entry["step"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_checkpointing_setting_reaches_the_trainer_without_a_deprecation_warning(enabled: bool, tmp_path: Path) -> None:
+    import warnings
+
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    from linq_train.fit.train import _checkpointing
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # transformers 5.2x warns on the old gradient_checkpointing name
+        args = SentenceTransformerTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True,
+                                                    **_checkpointing(enabled))
+    assert args.gradient_checkpointing is enabled
+    if enabled:
+        assert args.gradient_checkpointing_kwargs == {"use_reentrant": False}

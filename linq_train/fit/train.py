@@ -163,14 +163,25 @@ def build_trainer(cfg: FitConfig, stage: HomogeneousStage | MixedStage, stage_di
         warmup_steps=stage.warmup_steps, lr_scheduler_type="linear", max_steps=stage.max_steps or -1,
         num_train_epochs=stage.epochs, save_strategy="steps", save_steps=stage.save_steps,
         logging_steps=stage.logging_steps, seed=cfg.seed, data_seed=cfg.seed, report_to="none",
-        bf16=resolve_bf16(cfg.bf16, str(model.device)), gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=resolve_bf16(cfg.bf16, str(model.device)), **_checkpointing(cfg.gradient_checkpointing),
         # no two rows of a batch share a text: a query with several positives never meets itself as a negative
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         multi_dataset_batch_sampler=schedule, dataloader_drop_last=True, disable_tqdm=not progress,
         use_cpu=model.device.type == "cpu")
     return _fit_trainer_class()(model=model, args=args, train_dataset=dataset, loss=losses,
                                 callbacks=[_save_at_end(), *callbacks])
+
+
+def _checkpointing(enabled: bool) -> dict[str, Any]:
+    """Activation checkpointing under the name this transformers knows: 5.2x renamed ``gradient_checkpointing`` to
+    ``activation_checkpointing`` and warns (a FutureWarning on every stage) when the old name is used."""
+    import dataclasses
+
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    names = {f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments)}
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {key: enabled, f"{key}_kwargs": {"use_reentrant": False}}
 
 
 class _Fit:
