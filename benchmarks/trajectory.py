@@ -180,10 +180,10 @@ def evaluate_cell(cfg: StudyConfig, base_model: str, point: Checkpoint, mode: Mo
            "cache": str(cache), "out": str(job_dir / "job-result.json"), "batch_size": cfg.batch_size,
            "max_length": cfg.max_length}
     atomic_write_json(job_dir / "job.json", job)
-    start = time.perf_counter()
+    start, used = time.perf_counter(), _children_cpu()
     subprocess.run([sys.executable, "-m", "linq_eval.compare.job", str(job_dir / "job.json")], check=True,
                    env={**os.environ, "TQDM_DISABLE": "1"})
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _children_cpu() - used
     result = read_json_file(job_dir / "job-result.json")
     if result.get("status") != "ok":
         raise SystemExit(f"{point.name} {mode.name}: {result.get('status')}: {result.get('reason')}")
@@ -193,13 +193,22 @@ def evaluate_cell(cfg: StudyConfig, base_model: str, point: Checkpoint, mode: Mo
     usage = result["cost"]["encode"]
     record = {"checkpoint": point.name, "step": point.step, "adapter": point.adapter, "mode": mode.model_dump(),
               "tasks": {t: {"mean": float(np.mean(list(s.values()))), "per_query": s} for t, s in scores.items()},
-              "cost": {"wall_seconds": wall, "eval_seconds": result["cost"]["eval_seconds"],
+              "cost": {"wall_seconds": wall, "cpu_seconds": cpu, "eval_seconds": result["cost"]["eval_seconds"],
                        "load_seconds": result["cost"]["load_seconds"],
                        "tokens": int(sum(v["tokens"] for v in usage.values())),
                        "peak_rss_bytes": result["cost"].get("peak_rss_bytes"),
                        "peak_gpu_bytes": result["cost"].get("peak_gpu_bytes")}}
     atomic_write_json(cell, record)
     return record
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children: a cell's cost that, unlike wall time, does
+    not grow while other jobs share the machine or while the study is paused."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # -- 4.: the cheap modes against the truth --------------------------------------------------------------------
@@ -232,6 +241,12 @@ def final_vs_base(truth: dict[str, np.ndarray]) -> dict[str, Any]:
     est, low, high = stratified_macro_ci({t: (m[-1], m[0]) for t, m in truth.items()})
     return {"tasks": per_task, "macro": {"difference": est, "ci95": [low, high], "better": bool(low > 0)},
             "better_on_every_task": all(v["better"] for v in per_task.values())}
+
+
+def _mean_cpu(costs: list[dict[str, Any]]) -> float | None:
+    """Mean CPU seconds of cells, or None where a cell predates the measurement."""
+    values = [c.get("cpu_seconds") for c in costs]
+    return None if any(v is None for v in values) else float(np.mean(values))
 
 
 def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[str, dict]]) -> dict[str, Any]:
@@ -267,6 +282,7 @@ def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[st
                        "vs_previous": [_gate(matrices[name], k, k - 1, cfg.delta) for k in range(1, n)]}
                 for name in modes}
     truth_cost = np.mean([cells[truth][p.name]["cost"]["wall_seconds"] for p in points])
+    truth_cpu = _mean_cpu([cells[truth][p.name]["cost"] for p in points])
     truth_tokens = np.mean([cells[truth][p.name]["cost"]["tokens"] for p in points])
     truth_best = int(np.argmax(macro[truth]))
     rows = []
@@ -296,6 +312,8 @@ def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[st
                      "tokens": float(np.mean([c["tokens"] for c in cost])),
                      "peak_rss_bytes": float(np.mean([c["peak_rss_bytes"] or 0 for c in cost])),
                      "wall_ratio_to_truth": float(np.mean([c["wall_seconds"] for c in cost]) / truth_cost),
+                     "cpu_ratio_to_truth": (None if truth_cpu is None or _mean_cpu(cost) is None
+                                            else _mean_cpu(cost) / truth_cpu),
                      "token_ratio_to_truth": float(np.mean([c["tokens"] for c in cost]) / truth_tokens)},
         })
     queries = {t: int(matrices[truth][t].shape[1]) for t in cfg.tasks}
@@ -305,6 +323,10 @@ def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[st
             "scores": {name: {"macro": macro[name].tolist(), **{t: v.tolist() for t, v in means[name].items()}}
                        for name in modes},
             "curves": curves, "gate": verdicts, "modes": rows}
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def report(study: dict[str, Any], cfg: StudyConfig, out: Path) -> None:
@@ -333,7 +355,7 @@ def report(study: dict[str, Any], cfg: StudyConfig, out: Path) -> None:
              f"checkpoints evaluated: {study['evaluated']}" + ("" if study["complete"] else " (the study is not "
                                                                "finished: rerun the command to go on)") + ".", "",
              "| mode | τ macro | Pearson | sig. pairs reversed | best | truth tells it from its best | gate agree vs base"
-             " | vs previous | wall × | tokens × |", "|---|---:|---:|---|---|---|---|---|---:|---:|"]
+             " | vs previous | wall × | CPU × | tokens × |", "|---|---:|---:|---|---|---|---|---|---:|---:|---:|"]
     for r in study["modes"]:
         rev = sum(r["significant_pairs_reversed"].values())
         sig = sum(r["significant_pairs_truth"].values())
@@ -342,7 +364,8 @@ def report(study: dict[str, Any], cfg: StudyConfig, out: Path) -> None:
         lines.append(f"| {r['mode']} | {r['kendall_tau']['macro']:.3f} | {pearson} | {rev}/{sig} | {r['best']} | "
                      f"{'yes' if gap['distinguishable'] else 'no'} ({gap['difference']:+.4f}) | "
                      f"{r['gate_agreement']['vs_base']} | {r['gate_agreement']['vs_previous']} | "
-                     f"{r['cost']['wall_ratio_to_truth']:.2f} | {r['cost']['token_ratio_to_truth']:.2f} |")
+                     f"{r['cost']['wall_ratio_to_truth']:.2f} | {_ratio(r['cost']['cpu_ratio_to_truth'])} | "
+                     f"{r['cost']['token_ratio_to_truth']:.2f} |")
     fvb = study["final_vs_base"]
     lines += ["", f"Final checkpoint minus base ({cfg.truth}; paired sign-flip p, Holm over tasks; 95% bootstrap CI):", "",
               "| task | difference | 95% CI | p (Holm) |", "|---|---:|---|---:|"]

@@ -55,7 +55,7 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     for row in study["modes"]:
         assert set(row) >= {"kendall_tau", "significant_pairs_reversed", "best", "truth_best", "best_gap_in_truth",
                             "gate_agreement", "cost"}
-        assert row["cost"]["tokens"] > 0 and row["cost"]["wall_seconds"] > 0
+        assert row["cost"]["tokens"] > 0 and row["cost"]["wall_seconds"] > 0 and row["cost"]["cpu_ratio_to_truth"] > 0
     for mode, verdicts in study["gate"].items():
         assert set(verdicts["vs_base"]) <= {"PASS", "FAIL", "CANNOT DECIDE"}, mode
     assert study["held_out_queries"] == 35
@@ -142,6 +142,7 @@ def test_analysis_of_a_partial_study(tmp_path: Path) -> None:
     assert study["reference"]["final_minus_reference"]["difference"] == pytest.approx(0.25)
     light = next(r for r in study["modes"] if r["mode"] == "light16")
     assert light["cost"]["wall_ratio_to_truth"] == pytest.approx(0.4) and light["kendall_tau"]["macro"] == 1.0
+    assert light["cost"]["cpu_ratio_to_truth"] is None  # cells without CPU seconds (older ones) give no ratio
     assert "not finished" in (tmp_path / "trajectory.md").read_text()
 
 
