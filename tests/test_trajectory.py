@@ -146,8 +146,9 @@ def test_analysis_of_a_partial_study(tmp_path: Path) -> None:
     for mode in cells.values():  # with CPU seconds in every cell: their ratio, like the wall ratio
         for c in mode.values():
             c["cost"]["cpu_seconds"] = c["cost"]["wall_seconds"] / 2
-    trajectory.write_study(cfg, points, cells, reference, total=2, out=tmp_path)
-    light = next(r for r in json.loads((tmp_path / "trajectory.json").read_text())["modes"] if r["mode"] == "light16")
+    trajectory.write_study(cfg, points, cells, reference, total=3, out=tmp_path / "with_cpu")
+    light = next(r for r in json.loads((tmp_path / "with_cpu" / "trajectory.json").read_text())["modes"]
+                 if r["mode"] == "light16")
     assert light["cost"]["cpu_ratio_to_truth"] == pytest.approx(0.4)
     assert "not finished" in (tmp_path / "trajectory.md").read_text()
 
