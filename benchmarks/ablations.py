@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import importlib.util
 import logging
 import shutil
@@ -49,7 +50,8 @@ logger = logging.getLogger("ablations")
 RECIPE = "recipe"
 
 
-def _trajectory() -> Any:  # noqa: ANN401 -- the study module (config, training, cells)
+@functools.cache
+def _trajectory() -> Any:  # noqa: ANN401 -- the study module (config, training, cells, the paired test), loaded once
     spec = importlib.util.spec_from_file_location("trajectory", HERE / "trajectory.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("trajectory", module)
@@ -125,22 +127,16 @@ def unfiltered_data(refine_config: Path, done: Path, work: Path) -> str:
 
 # -- the comparison: pure ----------------------------------------------------------------------------------------
 def paired(variant: dict[str, dict[str, float]], recipe: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Variant minus recipe over the same queries (task -> query -> score): per task the difference, 95% bootstrap
-    CI, permutation p and Holm's p; the macro difference with its task-stratified 95% CI."""
-    from linq_eval.core.stats import bootstrap_ci, holm, permutation_pvalue, stratified_macro_ci
-
+    """Variant minus recipe over the same queries (task -> query -> score): the study's paired test
+    (``trajectory.paired_difference``), with a verdict where the macro CI excludes zero."""
     pairs = {}
     for task, scores in recipe.items():
         queries = sorted(scores)
         pairs[task] = (np.array([variant[task][q] for q in queries]), np.array([scores[q] for q in queries]))
-    raw_p = [permutation_pvalue(a, b) for a, b in pairs.values()]
-    tasks = {}
-    for (task, (a, b)), p, q in zip(pairs.items(), raw_p, holm(raw_p), strict=True):
-        low, high = bootstrap_ci(a, b)
-        tasks[task] = {"difference": float(np.mean(a - b)), "ci95": [low, high], "p": float(p), "p_holm": float(q)}
-    est, low, high = stratified_macro_ci(pairs)
-    verdict = "better" if low > 0 else "worse" if high < 0 else "no difference shown"
-    return {"tasks": tasks, "macro": {"difference": est, "ci95": [low, high], "verdict": verdict}}
+    out = _trajectory().paired_difference(pairs)
+    low, high = out["macro"]["ci95"]
+    out["macro"]["verdict"] = "better" if low > 0 else "worse" if high < 0 else "no difference shown"
+    return out
 
 
 def seed_mean(cells: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

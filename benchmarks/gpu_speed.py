@@ -44,7 +44,6 @@ import json
 import logging
 import os
 import platform
-import random
 import statistics
 import sys
 import time
@@ -375,5 +374,4 @@ def main() -> None:  # noqa: PLR0915 -- a linear script
 
 
 if __name__ == "__main__":
-    random.seed(0)
     main()

@@ -118,15 +118,15 @@ def fit_config(cfg: StudyConfig, work: Path) -> dict[str, Any]:
     return raw
 
 
-def train(cfg: StudyConfig, work: Path, raw: dict[str, Any] | None = None) -> tuple[str, list[Checkpoint]]:
-    """Refine, then fit (``raw``, default :func:`fit_config`) with checkpoints kept exactly at ``save_at``;
-    returns the base model and the checkpoints (the base first; every stage's last step is one)."""
+def train(cfg: StudyConfig, work: Path) -> tuple[str, list[Checkpoint]]:
+    """Refine, then fit (:func:`fit_config`) with checkpoints kept exactly at ``save_at``; returns the base model
+    and the checkpoints (the base first)."""
     from transformers import TrainerCallback
 
     from linq_train.fit.config import FitConfig
     from linq_train.fit.train import fit
 
-    raw = raw or fit_config(cfg, work)
+    raw = fit_config(cfg, work)
     save_at = cfg.save_at
 
     class SaveAt(TrainerCallback):
@@ -224,23 +224,30 @@ def _gate(matrices: dict[str, np.ndarray], a: int, b: int, delta: float) -> str:
     return decide({t: (m[a], m[b]) for t, m in matrices.items()}, GateRule(delta=delta)).verdict
 
 
-def final_vs_base(truth: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Does the last checkpoint beat the first (the base)? Per task: the paired sign-flip p, Holm-corrected over
-    the tasks; the macro mean difference with its 95% bootstrap CI (queries resampled within tasks)."""
+def paired_difference(pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """``a - b`` over the same queries, per task (``task -> (a, b)``): the mean difference, its 95% bootstrap CI, the
+    sign-flip permutation p and Holm's p over the tasks; the macro difference with its task-stratified 95% CI.
+    (The final-vs-base test here, and each ablation against the recipe in ``ablations.py``.)"""
     from linq_eval.core.stats import bootstrap_ci, holm, permutation_pvalue, stratified_macro_ci
 
-    tasks = list(truth)
-    raw = [permutation_pvalue(m[-1], m[0]) for m in truth.values()]
-    adjusted = holm(raw)
-    per_task = {}
-    for t, p, q in zip(tasks, raw, adjusted, strict=True):
-        est = float(np.mean(truth[t][-1] - truth[t][0]))
-        low, high = bootstrap_ci(truth[t][-1], truth[t][0])
-        per_task[t] = {"difference": est, "ci95": [low, high], "p": float(p), "p_holm": float(q),
-                       "better": bool(q < 0.05 and est > 0)}
-    est, low, high = stratified_macro_ci({t: (m[-1], m[0]) for t, m in truth.items()})
-    return {"tasks": per_task, "macro": {"difference": est, "ci95": [low, high], "better": bool(low > 0)},
-            "better_on_every_task": all(v["better"] for v in per_task.values())}
+    raw = [permutation_pvalue(a, b) for a, b in pairs.values()]
+    tasks = {}
+    for (task, (a, b)), p, q in zip(pairs.items(), raw, holm(raw), strict=True):
+        low, high = bootstrap_ci(a, b)
+        tasks[task] = {"difference": float(np.mean(a - b)), "ci95": [low, high], "p": float(p), "p_holm": float(q)}
+    est, low, high = stratified_macro_ci(pairs)
+    return {"tasks": tasks, "macro": {"difference": est, "ci95": [low, high]}}
+
+
+def final_vs_base(truth: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Does the last checkpoint beat the first (the base)? :func:`paired_difference` on the truth's scores, with a
+    task "better" where Holm's p < 0.05 and the difference is positive, the macro where its CI is above zero."""
+    out = paired_difference({t: (m[-1], m[0]) for t, m in truth.items()})
+    for v in out["tasks"].values():
+        v["better"] = bool(v["p_holm"] < 0.05 and v["difference"] > 0)
+    out["macro"]["better"] = bool(out["macro"]["ci95"][0] > 0)
+    out["better_on_every_task"] = all(v["better"] for v in out["tasks"].values())
+    return out
 
 
 def _mean_cpu(costs: list[dict[str, Any]]) -> float | None:
