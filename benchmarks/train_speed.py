@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import random
 import statistics
@@ -46,16 +45,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
 COLUMNS = ("anchor", "positive", "negative")
 TARGET = 0.25  # training tokens/s over inference tokens/s
-
-
-def _helpers() -> Any:  # noqa: ANN401 -- the encoder_speed module (machine facts, timing, document text)
-    spec = importlib.util.spec_from_file_location("encoder_speed", HERE / "encoder_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def cranfield_triples(n: int, seed: int, query_prefix: str, document_text: Callable[[dict], str],
@@ -106,7 +97,7 @@ def main() -> None:  # noqa: PLR0915 -- a linear script
     parser.add_argument("--out", default="results/benchmarks/train_speed.json")
     args = parser.parse_args()
 
-    helpers = _helpers()
+    import encoder_speed as helpers  # the sibling benchmark: machine facts, timing, document text
     import mteb
     import torch
     from mteb.types import PromptType

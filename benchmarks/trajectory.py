@@ -94,7 +94,7 @@ class Checkpoint:
     adapter: str | None
 
 
-def _repo_path(path: str) -> Path:
+def repo_path(path: str) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else REPO / p
 
@@ -106,11 +106,11 @@ def fit_config(cfg: StudyConfig, work: Path) -> dict[str, Any]:
     from linq_train.fit.config import held_out_guard
     from linq_train.refine.pipeline import refine
 
-    raw = yaml.safe_load(_repo_path(cfg.fit).read_text(encoding="utf-8"))
+    raw = yaml.safe_load(repo_path(cfg.fit).read_text(encoding="utf-8"))
     trained = sorted({t for s in raw["stages"] for t in (s.get("tasks") or s.get("mixture") or [])})
     # the study's tasks are held out: no collection of theirs trains (refine's leakage guard checks the texts)
     held_out_guard([*cfg.tasks, *cfg.light.values()], trained, cfg.fit)
-    data = refine(str(_repo_path(cfg.refine))).dataset_dir
+    data = refine(str(repo_path(cfg.refine))).dataset_dir
     raw.update(data=str(data), output_dir=str(work / "runs"), max_length=cfg.max_length)
     raw["validation"] = {"enabled": False}
     for stage in raw["stages"]:  # the callback decides when to save; the trainer's own schedule never fires
@@ -399,16 +399,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-only", action="store_true", help="stop after training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = StudyConfig.model_validate(yaml.safe_load(_repo_path(args.config).read_text(encoding="utf-8")))
+    cfg = StudyConfig.model_validate(yaml.safe_load(repo_path(args.config).read_text(encoding="utf-8")))
     modes = {m.name for m in cfg.modes}
     if cfg.truth not in modes:
         raise SystemExit(f"truth mode {cfg.truth!r} is not among the modes {sorted(modes)}")
     missing = [t for t in cfg.tasks if t not in cfg.light]
     if missing and any(m.light for m in cfg.modes):
         raise SystemExit(f"task {missing[0]} has no light set in `light`")
-    work, out = _repo_path(cfg.work), _repo_path(cfg.out)
+    work, out = repo_path(cfg.work), repo_path(cfg.out)
     if cfg.light_dir:  # before anything registers light sets; the cells' processes inherit it
-        os.environ["LINQ_LIGHT_DIR"] = str(_repo_path(cfg.light_dir))
+        os.environ["LINQ_LIGHT_DIR"] = str(repo_path(cfg.light_dir))
     base_model, points = train(cfg, work)
     if args.train_only:
         return 0

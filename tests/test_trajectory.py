@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import their siblings by name, as when run
 NEEDS_DATA = pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "lisa").is_dir()
                                 and not os.environ.get("LINQ_DATA_DIR"), reason="needs the real data")
 
@@ -95,19 +96,10 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert (out / "ablations" / "ablations.md").read_text().count("| unfiltered |") == 1
 
 
-def _trajectory_module() -> object:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("trajectory", REPO / "benchmarks" / "trajectory.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["trajectory"] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("n", [1, 2, 3, 8, 13])
 def test_evaluation_order_spans_the_run_first(n: int) -> None:
-    trajectory = _trajectory_module()
+    import trajectory
+
     points = [trajectory.Checkpoint(f"c{k}", k, None) for k in range(n)]
     order = [p.step for p in trajectory.evaluate_order(points)]
     assert sorted(order) == list(range(n))  # every checkpoint, once
@@ -119,7 +111,8 @@ def test_evaluation_order_spans_the_run_first(n: int) -> None:
 def test_analysis_of_a_partial_study(tmp_path: Path) -> None:
     """write_study on made-up per-query scores (the statistics are pure): a run whose later checkpoints gain on
     every query beats its base, and an interrupted study says it is not complete."""
-    trajectory = _trajectory_module()
+    import trajectory
+
     cfg = trajectory.StudyConfig.model_validate(yaml.safe_load((REPO / "configs" / "trajectory_tiny.yaml").read_text()))
     rng = np.random.default_rng(0)
     base = {f"q{k}": float(v) for k, v in enumerate(rng.uniform(0.1, 0.6, 40))}
@@ -153,20 +146,12 @@ def test_analysis_of_a_partial_study(tmp_path: Path) -> None:
     assert "not finished" in (tmp_path / "trajectory.md").read_text()
 
 
-def _ablations_module() -> object:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ablations", REPO / "benchmarks" / "ablations.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("variant", ["mixed_batches", "in_batch_only", "no_mixed_stage", "unfiltered"])
 def test_ablation_variants_change_one_thing_at_the_same_steps(variant: str) -> None:
+    import ablations
+
     from linq_train.fit.config import FitConfig, HomogeneousStage, MixedStage
 
-    ablations = _ablations_module()
     recipe = yaml.safe_load((REPO / "configs" / "fit_study.yaml").read_text())
     before = yaml.safe_dump(recipe)
     changed = ablations.VARIANTS[variant](recipe)
@@ -185,7 +170,8 @@ def test_ablation_variants_change_one_thing_at_the_same_steps(variant: str) -> N
 
 
 def test_no_mixed_stage_needs_one() -> None:
-    ablations = _ablations_module()
+    import ablations
+
     with pytest.raises(ValueError, match="single stage"):
         ablations.no_mixed_stage(yaml.safe_load((REPO / "configs" / "fit_tiny.yaml").read_text()))
 
@@ -193,7 +179,8 @@ def test_no_mixed_stage_needs_one() -> None:
 def test_ablation_comparison_is_paired_per_query() -> None:
     """compare_all on made-up scores: a variant that loses 0.05 on every query of two tasks is worse (every Holm p
     small, the macro CI below zero); one that differs only by noise is not called either way."""
-    ablations = _ablations_module()
+    import ablations
+
     rng = np.random.default_rng(1)
 
     def cell(shift: float, noise: float, seed: int) -> dict:
