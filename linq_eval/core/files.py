@@ -16,13 +16,13 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from linq_eval.core.errors import LinqEvalError
 
-__all__ = ["atomic_write_bytes", "atomic_write_figure", "atomic_write_json", "atomic_write_text", "content_sha256", "file_lock",
+__all__ = ["atomic_write_bytes", "atomic_write_figure", "atomic_write_json", "atomic_write_text", "built_dir", "content_sha256", "file_lock",
            "folder_sha256", "inside", "parse_json", "read_json_file", "sha256_file"]
 
 
@@ -144,3 +144,27 @@ def file_lock(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def built_dir(target: str | Path, ready: Callable[[Path], bool], build: Callable[[Path], None]) -> Path:
+    """``target``, built once by ``build(partial)`` into an empty folder beside it and renamed into place.
+
+    Several processes may ask at once (the ranks of one launch on a fresh machine, parallel test workers): a
+    lock beside the target makes one build while the others wait and then find it ``ready``. The rename is
+    atomic, so an interrupted build never leaves a half folder at ``target``; its partial is cleared next time.
+    """
+    import shutil
+
+    target = Path(target)
+    if ready(target):
+        return target
+    with file_lock(target.with_name(f".{target.name}.lock")):
+        if ready(target):  # built by another process while this one waited
+            return target
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        build(partial)
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete folder from older versions
+        partial.replace(target)
+    return target

@@ -312,20 +312,17 @@ def random_init_copy(ref: str, seed: int = 0) -> Path:
     source = model_path(ref)
     if source is None:
         raise LinqEvalError(f"random_init needs a local model directory, got {ref!r}")
+    from linq_eval.core.files import built_dir
     from linq_eval.core.settings import cache_dir
 
-    target = cache_dir() / f"random-init-{source.name}-seed{seed}"
-    if (target / "model.safetensors").is_file():
-        return target
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.onnx", "onnx",
-                                                               "openvino", "*.h5", "*.msgpack", "*.ot"))
-    torch.manual_seed(seed)
-    AutoModel.from_config(AutoConfig.from_pretrained(source)).save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.replace(target)
-    return target
+    def draw(partial: Path) -> None:
+        shutil.copytree(source, partial, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+            "*.safetensors", "*.bin", "*.onnx", "onnx", "openvino", "*.h5", "*.msgpack", "*.ot"))
+        torch.manual_seed(seed)
+        AutoModel.from_config(AutoConfig.from_pretrained(source)).save_pretrained(partial)
+
+    return built_dir(cache_dir() / f"random-init-{source.name}-seed{seed}",
+                     lambda folder: (folder / "model.safetensors").is_file(), draw)
 
 
 def _shared_doc_cache(encoder: Any, path: Path) -> Any:  # noqa: ANN401

