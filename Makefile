@@ -25,8 +25,8 @@ demo: install
 demo-decoder: install
 	LINQ_MODEL=pypi:SmolLM2-135M $(VENV)/bin/mteb run -m linq -t ADIRetrieval --output-folder results/mteb
 
-test: install
-	$(PY) -m pytest
+test: install   # two workers, whole files each (module fixtures are built once); see docs/testing.md
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check linq_eval linq_train tests benchmarks _linq_eval_hook.py

@@ -12,12 +12,30 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# OpenMP threads that wait by spinning burn the cores other test processes need (model subprocesses, torchrun
+# ranks, a second pytest-xdist worker): three times the CPU seconds on 2 cores. Under xdist, one thread per
+# worker, inherited by the subprocesses it starts: the workers, not the threads, fill the cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # dense embeddings of the test session, never shared with a validation run going on beside (set before any
 # fixture, session-scoped ones included, loads a model)
 os.environ["LINQ_EMBEDDING_CACHE"] = tempfile.mkdtemp(prefix="linq-eval-test-embeddings-")
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LINQ_DATA_DIR") or REPO.parent / "shared" / "data")
+
+
+# The files that take minutes, longest first: `make test` hands whole files to two pytest-xdist workers
+# (--dist loadfile, so module fixtures are built once) in collection order, and a long file started last would
+# leave one worker idle at the end. Measured on 2 cores; docs/testing.md lists the times.
+LONG_FILES = ("test_trajectory.py", "test_light_matches_mteb.py", "test_faults.py", "test_distributed.py",
+              "test_gate.py", "test_compare.py", "test_cli.py", "test_light.py", "test_train_refine.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: k for k, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: order within a file kept
 
 
 @pytest.fixture(autouse=True)
