@@ -316,6 +316,9 @@ def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[st
                                   "distinguishable": bool(low > 0 or high < 0)},
             "gate_agreement": {k: f"{v}/{n - 1}" for k, v in agree.items()},
             "cost": {"wall_seconds": float(np.mean([c["wall_seconds"] for c in cost])),
+                     "cpu_seconds": _mean_cpu(cost),
+                     "load_seconds": float(np.mean([c["load_seconds"] for c in cost])),
+                     "eval_seconds": float(np.mean([c["eval_seconds"] for c in cost])),
                      "tokens": float(np.mean([c["tokens"] for c in cost])),
                      "peak_rss_bytes": float(np.mean([c["peak_rss_bytes"] or 0 for c in cost])),
                      "wall_ratio_to_truth": float(np.mean([c["wall_seconds"] for c in cost]) / truth_cost),
@@ -373,6 +376,15 @@ def report(study: dict[str, Any], cfg: StudyConfig, out: Path) -> None:
                      f"{r['gate_agreement']['vs_base']} | {r['gate_agreement']['vs_previous']} | "
                      f"{r['cost']['wall_ratio_to_truth']:.2f} | {_ratio(r['cost']['cpu_ratio_to_truth'])} | "
                      f"{r['cost']['token_ratio_to_truth']:.2f} |")
+    lines += ["", "Cost of one checkpoint's evaluation in each mode (mean over the checkpoints; load: the model; "
+              "evaluation: encoding, search and scoring, all tasks; wall and CPU: the cell's whole process):", "",
+              "| mode | load s | evaluation s | wall s | CPU s | tokens | peak memory GB |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in study["modes"]:
+        c = r["cost"]
+        cpu = "-" if c.get("cpu_seconds") is None else f"{c['cpu_seconds']:.0f}"
+        lines.append(f"| {r['mode']} | {c['load_seconds']:.1f} | {c['eval_seconds']:.0f} | {c['wall_seconds']:.0f} | "
+                     f"{cpu} | {c['tokens']:,.0f} | {c['peak_rss_bytes'] / 1e9:.2f} |")
     fvb = study["final_vs_base"]
     lines += ["", f"Final checkpoint minus base ({cfg.truth}; paired sign-flip p, Holm over tasks; 95% bootstrap CI):", "",
               "| task | difference | 95% CI | p (Holm) |", "|---|---:|---|---:|"]
@@ -397,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="study config (YAML)")
     parser.add_argument("--train-only", action="store_true", help="stop after training")
+    parser.add_argument("--report", action="store_true",
+                        help="recompute the analysis, table and figure from the stored cells only (no model)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = StudyConfig.model_validate(yaml.safe_load(repo_path(args.config).read_text(encoding="utf-8")))
@@ -409,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     work, out = repo_path(cfg.work), repo_path(cfg.out)
     if cfg.light_dir:  # before anything registers light sets; the cells' processes inherit it
         os.environ["LINQ_LIGHT_DIR"] = str(repo_path(cfg.light_dir))
+    if args.report:
+        return report_from_cells(cfg, out)
     base_model, points = train(cfg, work)
     if args.train_only:
         return 0
@@ -432,6 +448,27 @@ def main(argv: list[str] | None = None) -> int:
             reference = evaluate_cell(cfg, cfg.reference, Checkpoint(REFERENCE, -1, None), truth_mode, work, out)
         if len(done) >= 2:  # the analysis so far: an interrupted study still reports what it has
             write_study(cfg, done, cells, reference, total=len(points), out=out)
+    print((out / "trajectory.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def report_from_cells(cfg: StudyConfig, out: Path) -> int:
+    """Every statistic again from the per-query scores under ``out/cells`` (the checkpoints evaluated in every
+    mode), as the study itself writes them; no model is loaded."""
+    cells: dict[str, dict[str, dict]] = {m.name: {} for m in cfg.modes}
+    for mode in cfg.modes:
+        for path in sorted((out / "cells").glob(f"*/{mode.name}.json")):
+            if path.parent.name != REFERENCE:
+                cells[mode.name][path.parent.name] = read_json_file(path)
+    names = set.intersection(*(set(c) for c in cells.values()))
+    truth = cells[cfg.truth]
+    done = sorted((Checkpoint(n, truth[n]["step"], truth[n]["adapter"]) for n in names), key=lambda p: p.step)
+    if len(done) < 2:
+        raise SystemExit(f"{out / 'cells'}: {len(done)} checkpoint(s) evaluated in every mode; the analysis needs 2")
+    reference_cell = out / "cells" / REFERENCE / f"{cfg.truth}.json"
+    reference = read_json_file(reference_cell) if cfg.reference and reference_cell.is_file() else None
+    total = 1 + sum(len(steps) for steps in cfg.save_at.values())
+    write_study(cfg, done, cells, reference, total=total, out=out)
     print((out / "trajectory.md").read_text(encoding="utf-8"))
     return 0
 

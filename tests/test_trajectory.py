@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,13 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/*.json")} == stamps
 
+    # every statistic again from the stored per-query scores alone, as anyone can: the same analysis
+    shutil.copytree(out, tmp_path / "copy")
+    again = subprocess.run([*command, "--report"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "trajectory.json").read_text()) == study
+    assert (out / "trajectory.md").read_text() == (tmp_path / "copy" / "trajectory.md").read_text()
+
     # the ablations: the recipe is the study's final checkpoint (reused), the variant trains and is compared
     ablate = [sys.executable, str(REPO / "benchmarks" / "ablations.py"), str(tmp_path / "trajectory_tiny.yaml")]
     done = subprocess.run(ablate, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
@@ -123,7 +131,7 @@ def test_analysis_of_a_partial_study(tmp_path: Path) -> None:
         scores = {q: v + gain for q, v in base.items()}
         return {"checkpoint": name, "tasks": {task: {"mean": float(np.mean(list(scores.values()))), "per_query": scores}},
                 "cost": {"wall_seconds": 10.0 if not light else 4.0, "tokens": 100 if not light else 40,
-                         "peak_rss_bytes": 1}}
+                         "load_seconds": 1.0, "eval_seconds": 8.0 if not light else 2.0, "peak_rss_bytes": 1}}
 
     cells = {m.name: {p.name: cell(0.1 * p.step, m.light, p.name) for p in points} for m in cfg.modes}
     reference = cell(0.05, False, "reference")
@@ -144,6 +152,8 @@ def test_analysis_of_a_partial_study(tmp_path: Path) -> None:
                  if r["mode"] == "light16")
     assert light["cost"]["cpu_ratio_to_truth"] == pytest.approx(0.4)
     assert "not finished" in (tmp_path / "trajectory.md").read_text()
+    # the cost table: per mode, load, evaluation, wall and CPU seconds, tokens, peak memory (means over checkpoints)
+    assert "| light16 | 1.0 | 2 | 4 | 2 | 40 | 0.00 |" in (tmp_path / "with_cpu" / "trajectory.md").read_text()
 
 
 @pytest.mark.parametrize("variant", ["mixed_batches", "in_batch_only", "no_mixed_stage", "unfiltered"])
