@@ -144,6 +144,9 @@ def test_analysis_of_a_partial_study(tmp_path: Path) -> None:
     light = next(r for r in study["modes"] if r["mode"] == "light16")
     assert light["cost"]["wall_ratio_to_truth"] == pytest.approx(0.4) and light["kendall_tau"]["macro"] == 1.0
     assert light["cost"]["cpu_ratio_to_truth"] is None  # cells without CPU seconds (older ones) give no ratio
+    # the same made-up per-query scores in both modes: the last checkpoint's light-minus-truth is exactly zero
+    assert light["final_minus_truth"]["macro"]["difference"] == 0 and light["final_minus_truth"]["tasks"]
+    assert next(r for r in study["modes"] if r["mode"] == "full16")["final_minus_truth"] is None
     for mode in cells.values():  # with CPU seconds in every cell: their ratio, like the wall ratio
         for c in mode.values():
             c["cost"]["cpu_seconds"] = c["cost"]["wall_seconds"] / 2
