@@ -117,10 +117,7 @@ def unfiltered_data(refine_config: Path, done: Path, work: Path) -> str:
 def paired(variant: dict[str, dict[str, float]], recipe: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Variant minus recipe over the same queries (task -> query -> score): the study's paired test
     (``trajectory.paired_difference``), with a verdict where the macro CI excludes zero."""
-    pairs = {}
-    for task, scores in recipe.items():
-        queries = sorted(scores)
-        pairs[task] = (np.array([variant[task][q] for q in queries]), np.array([scores[q] for q in queries]))
+    pairs = {task: trajectory.per_query_pair(variant[task], scores, sorted(scores)) for task, scores in recipe.items()}
     out = trajectory.paired_difference(pairs)
     low, high = out["macro"]["ci95"]
     out["macro"]["verdict"] = "better" if low > 0 else "worse" if high < 0 else "no difference shown"

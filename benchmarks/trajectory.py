@@ -250,6 +250,11 @@ def final_vs_base(truth: dict[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
+def per_query_pair(a: dict[str, float], b: dict[str, float], queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Two systems' per-query scores (query -> score) as aligned arrays over ``queries``."""
+    return np.array([a[q] for q in queries]), np.array([b[q] for q in queries])
+
+
 def mode_minus_truth(cfg: StudyConfig, mode: Mode, cell: dict, truth_cell: dict) -> dict[str, Any]:
     """One checkpoint's scores in a cheap mode minus the truth's, per task over the queries both score (a light set
     may sample queries): :func:`paired_difference`. How far a mode's scores sit from the truth's, where the rank
@@ -257,15 +262,18 @@ def mode_minus_truth(cfg: StudyConfig, mode: Mode, cell: dict, truth_cell: dict)
     pairs = {}
     for task, name in zip(cfg.tasks, _mode_tasks(cfg, mode), strict=True):
         ours, truth = cell["tasks"][name]["per_query"], truth_cell["tasks"][task]["per_query"]
-        queries = sorted(set(ours) & set(truth))
-        pairs[task] = (np.array([ours[q] for q in queries]), np.array([truth[q] for q in queries]))
+        pairs[task] = per_query_pair(ours, truth, sorted(set(ours) & set(truth)))
     return paired_difference(pairs)
 
 
-def _mean_cpu(costs: list[dict[str, Any]]) -> float | None:
-    """Mean CPU seconds of cells, or None where a cell predates the measurement."""
-    values = [c.get("cpu_seconds") for c in costs]
-    return None if any(v is None for v in values) else float(np.mean(values))
+def _mean_cost(costs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Means of the cells' cost fields; CPU seconds None where a cell predates that measurement."""
+    cpu = [c.get("cpu_seconds") for c in costs]
+    mean = {key: float(np.mean([c[key] for c in costs])) for key in ("wall_seconds", "load_seconds", "eval_seconds",
+                                                                       "tokens")}
+    return {"wall_seconds": mean["wall_seconds"], "cpu_seconds": None if None in cpu else float(np.mean(cpu)),
+            "load_seconds": mean["load_seconds"], "eval_seconds": mean["eval_seconds"], "tokens": mean["tokens"],
+            "peak_rss_bytes": float(np.mean([c["peak_rss_bytes"] or 0 for c in costs]))}
 
 
 def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[str, dict]]) -> dict[str, Any]:
@@ -300,9 +308,7 @@ def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[st
     verdicts = {name: {"vs_base": [_gate(matrices[name], k, 0, cfg.delta) for k in range(1, n)],
                        "vs_previous": [_gate(matrices[name], k, k - 1, cfg.delta) for k in range(1, n)]}
                 for name in modes}
-    truth_cost = np.mean([cells[truth][p.name]["cost"]["wall_seconds"] for p in points])
-    truth_cpu = _mean_cpu([cells[truth][p.name]["cost"] for p in points])
-    truth_tokens = np.mean([cells[truth][p.name]["cost"]["tokens"] for p in points])
+    truth_cost = _mean_cost([cells[truth][p.name]["cost"] for p in points])
     truth_best = int(np.argmax(macro[truth]))
     rows = []
     for name in modes:
@@ -317,7 +323,7 @@ def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[st
         est, low, high = stratified_macro_ci({t: (m[truth_best], m[best]) for t, m in matrices[truth].items()})
         agree = {key: sum(a == b for a, b in zip(verdicts[name][key], verdicts[truth][key], strict=True))
                  for key in ("vs_base", "vs_previous")}
-        cost = [cells[name][p.name]["cost"] for p in points]
+        cost = _mean_cost([cells[name][p.name]["cost"] for p in points])
         rows.append({
             "mode": name, "bits": modes[name].bits, "light": modes[name].light,
             "kendall_tau": {"macro": kendall_tau(macro[name], macro[truth]), **per_task_tau},
@@ -329,16 +335,10 @@ def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[st
             "gate_agreement": {k: f"{v}/{n - 1}" for k, v in agree.items()},
             "final_minus_truth": None if name == truth else mode_minus_truth(
                 cfg, modes[name], cells[name][points[-1].name], cells[truth][points[-1].name]),
-            "cost": {"wall_seconds": float(np.mean([c["wall_seconds"] for c in cost])),
-                     "cpu_seconds": _mean_cpu(cost),
-                     "load_seconds": float(np.mean([c["load_seconds"] for c in cost])),
-                     "eval_seconds": float(np.mean([c["eval_seconds"] for c in cost])),
-                     "tokens": float(np.mean([c["tokens"] for c in cost])),
-                     "peak_rss_bytes": float(np.mean([c["peak_rss_bytes"] or 0 for c in cost])),
-                     "wall_ratio_to_truth": float(np.mean([c["wall_seconds"] for c in cost]) / truth_cost),
-                     "cpu_ratio_to_truth": (None if truth_cpu is None or _mean_cpu(cost) is None
-                                            else _mean_cpu(cost) / truth_cpu),
-                     "token_ratio_to_truth": float(np.mean([c["tokens"] for c in cost]) / truth_tokens)},
+            "cost": {**cost, "wall_ratio_to_truth": cost["wall_seconds"] / truth_cost["wall_seconds"],
+                     "cpu_ratio_to_truth": (None if None in (cost["cpu_seconds"], truth_cost["cpu_seconds"])
+                                            else cost["cpu_seconds"] / truth_cost["cpu_seconds"]),
+                     "token_ratio_to_truth": cost["tokens"] / truth_cost["tokens"]},
         })
     queries = {t: int(matrices[truth][t].shape[1]) for t in cfg.tasks}
     return {"checkpoints": [p.__dict__ for p in points], "tasks": cfg.tasks, "light": cfg.light,
@@ -522,8 +522,7 @@ def reference_scores(cfg: StudyConfig, reference: dict | None, final: dict) -> d
     pairs = {}
     for t in cfg.tasks:
         ref, fin = reference["tasks"][t]["per_query"], final["tasks"][t]["per_query"]
-        queries = sorted(fin)
-        pairs[t] = (np.array([fin[q] for q in queries]), np.array([ref[q] for q in queries]))
+        pairs[t] = per_query_pair(fin, ref, sorted(fin))
     tasks = {t: {"score": reference["tasks"][t]["mean"], "final_minus_reference": float(np.mean(a - b)),
                  "ci95": list(bootstrap_ci(a, b))} for t, (a, b) in pairs.items()}
     est, low, high = stratified_macro_ci(pairs)

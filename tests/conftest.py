@@ -13,7 +13,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # OpenMP threads that wait by spinning burn the cores other test processes need (model subprocesses, torchrun
-# ranks, a second pytest-xdist worker): three times the CPU seconds on 2 cores. Under xdist, one thread per
+# ranks, a second pytest-xdist worker). Under xdist, one thread per
 # worker, inherited by the subprocesses it starts: the workers, not the threads, fill the cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if os.environ.get("PYTEST_XDIST_WORKER"):

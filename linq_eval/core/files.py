@@ -146,20 +146,25 @@ def file_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def built_dir(target: str | Path, ready: Callable[[Path], bool], build: Callable[[Path], None]) -> Path:
-    """``target``, built once by ``build(partial)`` into an empty folder beside it and renamed into place.
+def built_dir(target: str | Path, required: tuple[str, ...], build: Callable[[Path], None]) -> Path:
+    """``target``, built once by ``build(partial)`` into an empty folder beside it and renamed into place; it is
+    complete when every file named in ``required`` is in it.
 
     Several processes may ask at once (the ranks of one launch on a fresh machine, parallel test workers): a
-    lock beside the target makes one build while the others wait and then find it ``ready``. The rename is
+    lock beside the target makes one build while the others wait and then find it complete. The rename is
     atomic, so an interrupted build never leaves a half folder at ``target``; its partial is cleared next time.
     """
     import shutil
 
     target = Path(target)
-    if ready(target):
+
+    def complete() -> bool:
+        return all((target / name).is_file() for name in required)
+
+    if complete():
         return target
     with file_lock(target.with_name(f".{target.name}.lock")):
-        if ready(target):  # built by another process while this one waited
+        if complete():  # built by another process while this one waited
             return target
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)

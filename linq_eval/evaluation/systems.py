@@ -321,8 +321,7 @@ def random_init_copy(ref: str, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         AutoModel.from_config(AutoConfig.from_pretrained(source)).save_pretrained(partial)
 
-    return built_dir(cache_dir() / f"random-init-{source.name}-seed{seed}",
-                     lambda folder: (folder / "model.safetensors").is_file(), draw)
+    return built_dir(cache_dir() / f"random-init-{source.name}-seed{seed}", ("model.safetensors",), draw)
 
 
 def _shared_doc_cache(encoder: Any, path: Path) -> Any:  # noqa: ANN401

