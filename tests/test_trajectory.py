@@ -214,3 +214,26 @@ def test_ablation_comparison_is_paired_per_query() -> None:
     assert all(v["p_holm"] < 0.05 for v in worse["tasks"].values())
     assert out["noise"]["seed_mean"]["macro"]["verdict"] == "no difference shown"
     assert set(out["noise"]["per_seed"]) == {"0", "1"}
+
+
+def test_a_merged_model_encodes_as_the_adapter_merged_on_load(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    """benchmarks/merge_before_quantize.py saves base + adapter merged; loaded again it is the same function at 16
+    bits (same input ids: no second EOS from a saved post-processor), so at 4 bits only the quantisation differs."""
+    import merge_before_quantize
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    from linq_eval.models.build import build_model
+
+    peft_model = get_peft_model(AutoModel.from_pretrained(tiny_mistral_dir),
+                                LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))  # B != 0
+    peft_model.save_pretrained(tmp_path / "adapter")
+    merged = merge_before_quantize.merged_model(str(tiny_mistral_dir), tmp_path / "adapter", tmp_path / "merged")
+    assert merge_before_quantize.merged_model("unused", tmp_path / "adapter", merged) == merged  # built once
+    texts = ["a query about wings", "a document on the aerodynamics of a wing in a slipstream"]
+    on_load = build_model(str(tiny_mistral_dir), bits=16, adapter=tmp_path / "adapter", dtype="float32")
+    saved = build_model(str(merged), bits=16, dtype="float32")
+    base = build_model(str(tiny_mistral_dir), bits=16, dtype="float32")
+    assert saved.tokenizer(texts)["input_ids"] == on_load.tokenizer(texts)["input_ids"]
+    np.testing.assert_allclose(saved.encode(texts), on_load.encode(texts), atol=1e-5)
+    assert not np.allclose(saved.encode(texts), base.encode(texts), atol=1e-3)  # the adapter is in the weights
