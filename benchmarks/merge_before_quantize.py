@@ -53,8 +53,9 @@ def merged_model(base_model: str, adapter: Path, target: Path) -> Path:
 
 def final_cells(out: Path, truth: str) -> tuple[str, dict[str, dict]]:
     """The study's final checkpoint (the truth cell of the highest step) and its cells, mode -> cell."""
-    finals = sorted((out / "cells").glob(f"*/{truth}.json"), key=lambda p: read_json_file(p)["step"])
-    if not finals or read_json_file(finals[-1])["checkpoint"] in (trajectory.BASE, trajectory.REFERENCE):
+    trained = [p for p in (out / "cells").glob(f"*/{truth}.json") if p.parent.name != trajectory.REFERENCE]
+    finals = sorted(trained, key=lambda p: read_json_file(p)["step"])
+    if not finals or read_json_file(finals[-1])["checkpoint"] == trajectory.BASE:
         raise SystemExit("the study's final checkpoint is not evaluated yet: run benchmarks/trajectory.py first")
     folder = finals[-1].parent
     return folder.name, {p.stem: read_json_file(p) for p in folder.glob("*.json")}

@@ -237,3 +237,25 @@ def test_a_merged_model_encodes_as_the_adapter_merged_on_load(tiny_mistral_dir: 
     assert saved.tokenizer(texts)["input_ids"] == on_load.tokenizer(texts)["input_ids"]
     np.testing.assert_allclose(saved.encode(texts), on_load.encode(texts), atol=1e-5)
     assert not np.allclose(saved.encode(texts), base.encode(texts), atol=1e-3)  # the adapter is in the weights
+
+
+def test_merge_benchmark_finds_the_final_checkpoint_and_pairs_by_query(tmp_path: Path) -> None:
+    """The final checkpoint is the truth cell of the highest step (never the reference); differences pair the
+    queries both cells score (a light set may sample fewer)."""
+    import merge_before_quantize
+
+    def cell(name: str, step: int, scores: dict[str, float], task: str = "T") -> dict:
+        return {"checkpoint": name, "step": step, "tasks": {task: {"per_query": scores}}}
+
+    for name, step in (("base", 0), ("homogeneous-5", 5), ("mixed-40", 45), ("reference", 10 ** 6)):
+        (tmp_path / "cells" / name).mkdir(parents=True)
+        (tmp_path / "cells" / name / "full16.json").write_text(json.dumps(cell(name, step, {"q1": 0.5})))
+    (tmp_path / "cells" / "mixed-40" / "full4.json").write_text(json.dumps(cell("mixed-40", 45, {"q1": 0.4})))
+    name, cells = merge_before_quantize.final_cells(tmp_path, "full16")
+    assert name == "mixed-40" and set(cells) == {"full16", "full4"}
+    a = cell("a", 1, {f"q{i}": 0.5 + 0.01 * i for i in range(30)})
+    b = cell("b", 1, {f"q{i}": 0.5 for i in range(0, 30, 2)})  # half the queries
+    d = merge_before_quantize.difference(a, b)
+    assert d["tasks"]["T"]["difference"] == pytest.approx(np.mean([0.01 * i for i in range(0, 30, 2)]))
+    low, high = d["macro"]["ci95"]
+    assert 0 < low <= d["macro"]["difference"] <= high
