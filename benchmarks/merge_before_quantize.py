@@ -61,16 +61,6 @@ def final_cells(out: Path, truth: str) -> tuple[str, dict[str, dict]]:
     return folder.name, {p.stem: read_json_file(p) for p in folder.glob("*.json")}
 
 
-def difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Cell ``a`` minus cell ``b`` over the queries both score, per task and macro."""
-    pairs = {}
-    for task, scores in a["tasks"].items():
-        other = b["tasks"][task]["per_query"]
-        queries = sorted(set(scores["per_query"]) & set(other))
-        pairs[task] = trajectory.per_query_pair(scores["per_query"], other, queries)
-    return trajectory.paired_difference(pairs)
-
-
 def _row(label: str, d: dict[str, Any]) -> str:
     m = d["macro"]
     tasks = list(d["tasks"])  # the study's order (a light mode's: its light sets, in the same order)
@@ -103,10 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     for mode in quantised:
         cell = trajectory.evaluate_cell(cfg, str(merged), point, mode, work / "merge_before_quantize", here)
         truth = study[next(m.name for m in cfg.modes if m.light == mode.light and m.bits == 16)]  # same tasks
-        diffs = {"merged_minus_16": difference(cell, truth), "adapter_minus_16": difference(study[mode.name], truth),
-                 "merged_minus_adapter": difference(cell, study[mode.name])}
+        adapter_cell = study[mode.name]  # all three cells of a mode hold the same tasks
+        diffs = {"merged_minus_16": trajectory.cell_difference(cell, truth),
+                 "adapter_minus_16": trajectory.cell_difference(adapter_cell, truth),
+                 "merged_minus_adapter": trajectory.cell_difference(cell, adapter_cell)}
         record["modes"][mode.name] = {"sixteen_bit_mode": truth["mode"]["name"], **diffs,
-                                      "cost": {"merged": cell["cost"], "adapter": study[mode.name]["cost"]}}
+                                      "cost": {"merged": cell["cost"], "adapter": adapter_cell["cost"]}}
         rows += [_row(f"{mode.name}: adapter on the NF4 base, minus 16 bits", diffs["adapter_minus_16"]),
                  _row(f"{mode.name}: merged, then NF4, minus 16 bits", diffs["merged_minus_16"]),
                  _row(f"{mode.name}: merged minus adapter", diffs["merged_minus_adapter"])]

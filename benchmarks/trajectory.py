@@ -259,10 +259,17 @@ def mode_minus_truth(cfg: StudyConfig, mode: Mode, cell: dict, truth_cell: dict)
     """One checkpoint's scores in a cheap mode minus the truth's, per task over the queries both score (a light set
     may sample queries): :func:`paired_difference`. How far a mode's scores sit from the truth's, where the rank
     statistics only say whether the order holds."""
+    return cell_difference(cell, truth_cell, dict(zip(_mode_tasks(cfg, mode), cfg.tasks, strict=True)))
+
+
+def cell_difference(a: dict, b: dict, names: dict[str, str] | None = None) -> dict[str, Any]:
+    """Cell ``a`` minus cell ``b``, per task over the queries both score: :func:`paired_difference`, keyed by b's
+    task names. ``names`` maps a's tasks to b's (a light set to its full task); default: the same names."""
+    names = names or {task: task for task in a["tasks"]}
     pairs = {}
-    for task, name in zip(cfg.tasks, _mode_tasks(cfg, mode), strict=True):
-        ours, truth = cell["tasks"][name]["per_query"], truth_cell["tasks"][task]["per_query"]
-        pairs[task] = per_query_pair(ours, truth, sorted(set(ours) & set(truth)))
+    for ours_name, theirs_name in names.items():
+        ours, theirs = a["tasks"][ours_name]["per_query"], b["tasks"][theirs_name]["per_query"]
+        pairs[theirs_name] = per_query_pair(ours, theirs, sorted(set(ours) & set(theirs)))
     return paired_difference(pairs)
 
 

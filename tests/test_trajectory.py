@@ -243,6 +243,7 @@ def test_merge_benchmark_finds_the_final_checkpoint_and_pairs_by_query(tmp_path:
     """The final checkpoint is the truth cell of the highest step (never the reference); differences pair the
     queries both cells score (a light set may sample fewer)."""
     import merge_before_quantize
+    import trajectory
 
     def cell(name: str, step: int, scores: dict[str, float], task: str = "T") -> dict:
         return {"checkpoint": name, "step": step, "tasks": {task: {"per_query": scores}}}
@@ -255,7 +256,7 @@ def test_merge_benchmark_finds_the_final_checkpoint_and_pairs_by_query(tmp_path:
     assert name == "mixed-40" and set(cells) == {"full16", "full4"}
     a = cell("a", 1, {f"q{i}": 0.5 + 0.01 * i for i in range(30)})
     b = cell("b", 1, {f"q{i}": 0.5 for i in range(0, 30, 2)})  # half the queries
-    d = merge_before_quantize.difference(a, b)
+    d = trajectory.cell_difference(a, b)
     assert d["tasks"]["T"]["difference"] == pytest.approx(np.mean([0.01 * i for i in range(0, 30, 2)]))
     low, high = d["macro"]["ci95"]
     assert 0 < low <= d["macro"]["difference"] <= high
