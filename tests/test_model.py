@@ -107,6 +107,17 @@ def test_quantised_precisions_load_and_agree_with_16_bit(smollm2_dir: Path, smol
         assert compute == next(smol[0].auto_model.parameters()).dtype
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_an_explicit_dtype_is_the_4_bit_compute_dtype(dtype: str) -> None:
+    """A pinned dtype scores the same on every CPU: at 4 bits it decides the compute dtype too, whatever the CPU's
+    bf16 support (the trajectory study pins float32 across machines)."""
+    from linq_eval.models.build import _model_kwargs
+
+    kwargs = _model_kwargs(4, "cpu", False, dtype)
+    assert kwargs["dtype"] == getattr(torch, dtype)
+    assert kwargs["quantization_config"].bnb_4bit_compute_dtype == getattr(torch, dtype)
+
+
 def test_generic_sentence_transformer_loads_through_the_same_path(minilm_dir: Path) -> None:
     from sentence_transformers import SentenceTransformer
 

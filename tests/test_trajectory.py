@@ -260,3 +260,37 @@ def test_merge_benchmark_finds_the_final_checkpoint_and_pairs_by_query(tmp_path:
     assert d["tasks"]["T"]["difference"] == pytest.approx(np.mean([0.01 * i for i in range(0, 30, 2)]))
     low, high = d["macro"]["ci95"]
     assert 0 < low <= d["macro"]["difference"] <= high
+
+
+def test_a_study_refuses_cells_of_another_run_or_dtype(tmp_path: Path) -> None:
+    """Finished cells are reused, never recomputed: a checkpoint retrained into other weights (another CPU, library
+    or recipe) or a cell scored in another dtype is refused, with what to do; the same weights pass."""
+    import trajectory
+
+    cfg = trajectory.StudyConfig.model_validate({**yaml.safe_load((REPO / "configs" / "trajectory_tiny.yaml")
+                                                                  .read_text()), "dtype": "float32"})
+    out, adapter = tmp_path / "out", tmp_path / "ckpt"
+    adapter.mkdir()
+    (adapter / trajectory.ADAPTER_WEIGHTS).write_bytes(b"weights of run A")
+    points = [trajectory.Checkpoint("base", 0, None), trajectory.Checkpoint("homogeneous-3", 3, str(adapter))]
+    trajectory.check_same_run(cfg, points, out)  # nothing stored yet
+    cell = out / "cells" / "homogeneous-3" / "full16.json"
+    cell.parent.mkdir(parents=True)
+    cell.write_text(json.dumps({"adapter_sha256": trajectory.adapter_digest(adapter), "dtype": "float32"}))
+    trajectory.check_same_run(cfg, points, out)
+    (adapter / trajectory.ADAPTER_WEIGHTS).write_bytes(b"weights of run B")
+    with pytest.raises(SystemExit, match="did not reproduce"):
+        trajectory.check_same_run(cfg, points, out)
+    # cells from before digests: the stored final adapter stands for the final checkpoint
+    cell.write_text(json.dumps({"dtype": "float32"}))
+    (out / "final_adapter").mkdir()
+    (out / "final_adapter" / trajectory.ADAPTER_WEIGHTS).write_bytes(b"weights of run A")
+    with pytest.raises(SystemExit, match="did not reproduce"):
+        trajectory.check_same_run(cfg, points, out)
+    (adapter / trajectory.ADAPTER_WEIGHTS).write_bytes(b"weights of run A")
+    trajectory.check_same_run(cfg, points, out)
+    base = out / "cells" / "base" / "light4.json"
+    base.parent.mkdir(parents=True)
+    base.write_text(json.dumps({"dtype": "bfloat16"}))
+    with pytest.raises(SystemExit, match="scored in bfloat16, the study pins float32"):
+        trajectory.check_same_run(cfg, points, out)

@@ -37,6 +37,7 @@ class Job:
     sample: dict[str, list[str]] = field(default_factory=dict)  # "queries"/"documents" -> texts to embed
     # content digests of a local model directory and adapter: a stored job is reused only for the same weights
     digests: dict[str, str] = field(default_factory=dict)
+    dtype: str | None = None  # None: the machine's rule (bf16 where supported); a study pins it across machines
 
 
 def _first_line(exc: BaseException) -> str:
@@ -72,7 +73,8 @@ def execute(job: Job) -> dict[str, Any]:
     from linq_eval.models import distributed
     from linq_eval.models.build import describe
 
-    spec = on_this_rank(RunSpec(model=job.model, bits=job.bits, adapter=job.adapter, max_length=job.max_length))
+    spec = on_this_rank(RunSpec(model=job.model, bits=job.bits, adapter=job.adapter, max_length=job.max_length,
+                                 dtype=job.dtype))
     result: dict[str, Any] = {"job": asdict(job), "status": "ok"}
     t0 = time.perf_counter()
     try:

@@ -8,7 +8,7 @@ Linq-Embed-Mistral needs, whatever the checkpoint's own tokenizer settings are:
   for e5-mistral, which silently broke pooling);
 - left and right padding give the same vector (pooling follows the attention mask, not the padding side);
 - 16-bit is bf16 where the device supports it, else fp32 on CPU; 8-bit is bitsandbytes int8; 4-bit is NF4
-  with double quantisation, computing in bf16 (fp32 on CPUs without bf16 instructions, like 16-bit);
+  with double quantisation, computing in bf16 (fp32 on CPUs without bf16 instructions, like 16-bit; in ``dtype`` when one is given);
 - a peft LoRA adapter (as linq-train saves it) is applied on top of the base model.
 
 Encoders with a sentence-transformers config of their own (e.g. all-MiniLM-L6-v2, mean pooling) load
@@ -183,8 +183,10 @@ def _model_kwargs(bits: int, device: str, allow_pickle: bool, dtype_name: str | 
         if "bnb_4bit_compute_dtype" in settings:
             # NF4 weights are dequantised to the compute dtype for every matmul: it follows the 16-bit rule, since
             # bf16 matmuls on a CPU without bf16 instructions run about 7x slower than fp32 (and were what made
-            # 4-bit evaluation 5x slower than 16-bit here)
-            compute = "float32" if device == "cpu" and not cpu_supports_bf16() else settings["bnb_4bit_compute_dtype"]
+            # 4-bit evaluation 5x slower than 16-bit here). An explicit dtype is the compute dtype as well, so that
+            # a pinned dtype gives the same scores on every CPU
+            compute = dtype_name or ("float32" if device == "cpu" and not cpu_supports_bf16()
+                                     else settings["bnb_4bit_compute_dtype"])
             settings["bnb_4bit_compute_dtype"] = getattr(torch, compute)
         kwargs["quantization_config"] = BitsAndBytesConfig(**settings)
         kwargs["device_map"] = {"": device}
