@@ -274,6 +274,7 @@ def evaluate_cell(cfg: StudyConfig, base_model: str, point: Checkpoint, mode: Mo
         shown = shown.relative_to(REPO)
     record = {"checkpoint": point.name, "step": point.step, "adapter": shown and str(shown),
               "adapter_sha256": adapter_digest(point.adapter), "dtype": result["cost"]["dtype"],
+              "cpu_isa": result["cost"].get("cpu_isa"),
               "mode": mode.model_dump(),
               "tasks": {t: {"mean": float(np.mean(list(s.values()))), "per_query": s} for t, s in scores.items()},
               "cost": {"wall_seconds": wall, "cpu_seconds": cpu, "eval_seconds": result["cost"]["eval_seconds"],
@@ -504,6 +505,9 @@ def report(study: dict[str, Any], cfg: StudyConfig, out: Path) -> None:
              f"Held-out tasks: {', '.join(cfg.tasks)} ({study['held_out_queries']} queries); truth: {cfg.truth}; "
              f"checkpoints evaluated: {study['evaluated']}" + ("" if study["complete"] else " (the study is not "
                                                                "finished: rerun the command to go on)") + ".", "",
+             *[f"Mode {m}'s cells ran on CPUs with different instruction sets ({', '.join(v)}): quantised CPU "
+               "kernels differ between them.\n" for m, v in study.get("cpu_isa", {}).items()
+               if len(v) > 1 and any(mode.bits < 16 for mode in cfg.modes if mode.name == m)],
              "| mode | τ macro | Pearson | sig. pairs reversed | best | truth tells it from its best | gate agree vs base"
              " | vs previous | wall × | CPU × | tokens × |", "|---|---:|---:|---|---|---|---|---|---:|---:|---:|"]
     for r in study["modes"]:
@@ -636,8 +640,10 @@ def write_study(cfg: StudyConfig, done: list[Checkpoint], cells: dict[str, dict[
     from linq_eval.core.stats import finite_or_none
 
     study = analyse(cfg, done, cells)
+    # the CPUs' instruction sets per mode: quantised kernels differ between them (16-bit fp32 scores do not)
+    isas = {m: sorted({str(cells[m][p.name].get("cpu_isa")) for p in done}) for m in cells}
     study = {"config": cfg.model_dump(), "complete": len(done) == total, "evaluated": f"{len(done)}/{total}",
-             **study, "reference": reference_scores(cfg, reference, cells[cfg.truth][done[-1].name])}
+             "cpu_isa": isas, **study, "reference": reference_scores(cfg, reference, cells[cfg.truth][done[-1].name])}
     study = finite_or_none(study)  # a tau over tied scores is NaN: stored as null, as every JSON we write is strict
     atomic_write_json(out / "trajectory.json", study)
     report(study, cfg, out)

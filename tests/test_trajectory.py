@@ -80,6 +80,7 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert cell["adapter"] == str((out / "checkpoints" / "homogeneous-3").relative_to(REPO)) \
         if (out / "checkpoints").is_relative_to(REPO) else cell["adapter"] == str(out / "checkpoints" / "homogeneous-3")
     assert cell["adapter_sha256"] == kept["checkpoints"][0]["adapter_sha256"] and cell["dtype"] == "float32"
+    assert "cpu_isa" in cell and set(study["cpu_isa"]) == {"full16", "light16", "full4", "light4"}
 
     # resumable: a second run trains nothing (the kept checkpoints are evaluated as they are) and evaluates no
     # cell again

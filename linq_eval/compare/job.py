@@ -69,6 +69,7 @@ def execute(job: Job) -> dict[str, Any]:
     import numpy as np
 
     from linq_eval.core.per_query import per_query_path
+    from linq_eval.core.precision import cpu_isa
     from linq_eval.evaluation.runner import RunSpec, load_encoder, on_this_rank, run
     from linq_eval.models import distributed
     from linq_eval.models.build import describe
@@ -111,6 +112,7 @@ def execute(job: Job) -> dict[str, Any]:
             "tokens_per_second": throughput(usage),
             "processes": distributed.world().size,  # under a launcher: seconds and memory rank 0's, tokens all ranks'
             "weight_bytes": describe(encoder.model)["weight_bytes"], "dtype": describe(encoder.model)["dtype"],
+            "cpu_isa": cpu_isa(),  # quantised CPU kernels differ by instruction set, even at a pinned dtype
             **_peak_memory()}
     return {**result, "model_name": meta.name, "per_query": per_query, "cost": cost}
 

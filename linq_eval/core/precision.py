@@ -73,3 +73,17 @@ def cpu_supports_bf16() -> bool:
         flags = cpuinfo.read_text(errors="ignore")
         return "avx512_bf16" in flags or "amx_bf16" in flags
     return sys.platform == "darwin"  # Apple silicon runs bf16 natively
+
+
+# the widest vector instructions first: CPU kernels (bitsandbytes' 4-bit ones among them) choose by these, so
+# quantised scores can differ between CPUs that have different ones, even at a pinned dtype
+_ISAS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2", "neon", "asimd")
+
+
+def cpu_isa() -> str | None:
+    """The widest vector instruction set this CPU reports (e.g. ``avx512_bf16``), None where unknown."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not (sys.platform.startswith("linux") and cpuinfo.is_file()):
+        return None
+    flags = set(cpuinfo.read_text(errors="ignore").split())
+    return next((isa for isa in _ISAS if isa in flags), None)
