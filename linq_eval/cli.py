@@ -53,6 +53,9 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", nargs="+", default=None,
                    help="encode on several devices in parallel processes, e.g. cuda:0 cuda:1, or 'all'")
     p.add_argument("--overwrite", action="store_true", help="recompute tasks that already have results")
+    p.add_argument("--embedding-cache", metavar="DIR", default=None,
+                   help="keep document embeddings in DIR, one store per model and settings: a text encoded once "
+                        "(in any task, or by light validation with LINQ_EMBEDDING_CACHE=DIR) is not encoded again")
     p.set_defaults(func=_run)
 
 
@@ -227,6 +230,9 @@ def _run(args: argparse.Namespace) -> int:
     from linq_eval.tasks.light import check_requested
 
     check_requested(args.tasks)  # a refused manifest says why, not "unknown task"
+    if args.embedding_cache and Path(args.embedding_cache).expanduser().exists() \
+            and not Path(args.embedding_cache).expanduser().is_dir():
+        raise LinqEvalError(f"--embedding-cache {args.embedding_cache} is a file: give a folder (created if missing)")
     spec = RunSpec(model=args.model, bits=args.bits, adapter=args.adapter, max_length=args.max_length,
                    instructions=args.instructions, overrides=overrides, device=args.device, dtype=args.dtype, devices=args.devices)
     def reused(task: str, path: Path) -> None:
@@ -236,7 +242,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         results = run(spec, args.tasks, args.output_folder, overwrite=args.overwrite, batch_size=args.batch_size,
-                      on_reuse=reused)
+                      on_reuse=reused, embedding_cache=args.embedding_cache)
     finally:
         distributed.shutdown()  # under torchrun / accelerate launch: leave the group; else nothing
     if not distributed.world().main:  # rank 0 reports (and alone wrote the results)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from linq_eval.evaluation.runner import RunSpec, run
-from linq_eval.evaluation.systems import System
+from linq_eval.evaluation.systems import System, cache_root
 from linq_eval.light.validate import prepare
 
 MINILM = "pypi:all-MiniLM-L6-v2"
@@ -35,7 +35,10 @@ NOISE = 1e-5
 def mteb_evaluation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict, dict]]:
     """Task -> (mteb's per-query scores, mteb's saved ranking) of the system, from `linq-eval run`."""
     cache = tmp_path_factory.mktemp("mteb-cache")
-    run(RunSpec(model=MINILM, max_length=16, dtype="float32"), TASKS, cache, show_progress=False)
+    # the validator's document store (LINQ_EMBEDDING_CACHE): the union reuses its collections' embeddings and
+    # the validator reuses these, so only texts built differently from mteb's would be encoded (and score) apart
+    run(RunSpec(model=MINILM, max_length=16, dtype="float32"), TASKS, cache, show_progress=False,
+        embedding_cache=cache_root())
     out = {}
     for path in (cache / "per_query").rglob("*.json"):
         data = json.loads(path.read_text())

@@ -6,8 +6,9 @@ finished tasks are skipped, so an interrupted run resumes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,12 +194,15 @@ def on_this_rank(spec: RunSpec) -> RunSpec:
 
 def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overwrite: bool = False,
         batch_size: int = 32, encoder: LinqEncoder | None = None, show_progress: bool = True,
-        on_reuse: Callable[[str, Path], None] | None = None) -> Any:  # noqa: ANN401 -- mteb's ModelResult
+        on_reuse: Callable[[str, Path], None] | None = None,
+        embedding_cache: str | Path | None = None) -> Any:  # noqa: ANN401 -- mteb's ModelResult
     """Evaluate ``spec`` on the tasks (with ``encoder`` when already loaded from it); returns mteb's ``ModelResult``.
 
     One task at a time, each staged and committed atomically under a per-task lock (``result_store``): a
     kill loses at most the task in flight, a damaged stored result is recomputed, and a concurrent run on
     the same folder waits and then reuses. ``on_reuse(task, path)`` is told of every stored result reused.
+    ``embedding_cache``: a folder of per-model document stores (``embedding_store``): a document text encoded
+    once, in any task or by light validation, is not encoded again.
     """
     import mteb
 
@@ -223,7 +227,7 @@ def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overw
     for task in tasks:
         task.unload_data()  # loaded above only to check the data: mteb reloads it and records where it came from
         one, reused = _run_task(encoder, task, cache, overwrite=overwrite, batch_size=batch_size,
-                                show_progress=show_progress)
+                                show_progress=show_progress, embedding_cache=embedding_cache)
         if reused:
             path = cache.get_task_result_path(task.metadata.name, encoder.mteb_model_meta)
             (on_reuse or (lambda t, p: logger.info("%s: reusing the stored result %s", t, p)))(task.metadata.name, path)
@@ -233,7 +237,7 @@ def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overw
 
 
 def _run_task(encoder: LinqEncoder, task: AbsTask, cache: Any, *, overwrite: bool, batch_size: int,  # noqa: ANN401
-              show_progress: bool) -> tuple[Any, bool]:  # noqa: ANN401 -- mteb's ModelResult
+              show_progress: bool, embedding_cache: str | Path | None = None) -> tuple[Any, bool]:  # noqa: ANN401
     """Evaluate one task into a staging cache and commit it; (mteb's result, whether the stored one was reused)."""
     import shutil
 
@@ -264,10 +268,12 @@ def _run_task(encoder: LinqEncoder, task: AbsTask, cache: Any, *, overwrite: boo
         # every rank must make mteb's decision (what is missing) on the same files: they get rank 0's
         distributed.broadcast({rel: (staged / rel).read_bytes() for rel in (rel_result, rel_predictions)
                                if (staged / rel).is_file()})
-        result = mteb.evaluate(encoder, [task], cache=staged_cache,
-                               overwrite_strategy="always" if overwrite else "only-missing",
-                               encode_kwargs={"batch_size": batch_size},
-                               prediction_folder=(staged / rel_predictions).parent, show_progress_bar=show_progress)
+        with _documents_from(encoder, embedding_cache) as model:
+            result = mteb.evaluate(model, [task], cache=staged_cache,
+                                   overwrite_strategy="always" if overwrite else "only-missing",
+                                   encode_kwargs={"batch_size": batch_size},
+                                   prediction_folder=(staged / rel_predictions).parent,
+                                   show_progress_bar=show_progress)
         reused = before is not None and (staged / rel_result).read_bytes() == before
         if not reused:
             rel_per_query = per_query_path(root, result_path).relative_to(root)
@@ -278,6 +284,22 @@ def _run_task(encoder: LinqEncoder, task: AbsTask, cache: Any, *, overwrite: boo
         else:
             _write_per_query(task, root / rel_predictions, per_query_path(root, result_path), result_path)
     return result, reused
+
+
+@contextlib.contextmanager
+def _documents_from(encoder: LinqEncoder, embedding_cache: str | Path | None) -> Iterator[Any]:
+    """``encoder``, or with ``embedding_cache`` the encoder whose documents come from its store there, the store
+    locked meanwhile (one writer at a time). Under a launcher every rank encodes afresh (as light validation)."""
+    from linq_eval.models import distributed
+
+    if embedding_cache is None or distributed.active():
+        yield encoder
+        return
+    from linq_eval.evaluation.embedding_store import cached_encoder, store_key, store_lock
+
+    folder = Path(embedding_cache).expanduser() / store_key(encoder)
+    with store_lock(folder):
+        yield cached_encoder(encoder, folder, queries=False)
 
 
 def _follow_task(encoder: LinqEncoder, task: AbsTask, cache: Any, *, overwrite: bool,  # noqa: ANN401

@@ -21,7 +21,6 @@ import hashlib
 import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.files import file_lock
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTaskRetrieval
@@ -230,8 +228,10 @@ class DenseScorer:
             # mteb's numpy cache keeps an index file and a memory-mapped vector file that two writers corrupt (each
             # saves its own index over the other's, so texts point at another text's vector: silently wrong
             # scores). One writer at a time per cache folder, and a spot check against fresh encodes.
-            folder = cache_root() / _cache_key(system)
-            with folder_lock(folder):
+            from linq_eval.evaluation.embedding_store import store_key, store_lock
+
+            folder = cache_root() / store_key(encoder)  # the store `linq-eval run --embedding-cache` uses too
+            with store_lock(folder):
                 q, d = self._encode_checked(encoder, folder, batch_size)
         self.encode_seconds = time.perf_counter() - t0
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
@@ -241,7 +241,9 @@ class DenseScorer:
         self.dpos = {x: i for i, x in enumerate(data.doc_ids)}
 
     def _encode_checked(self, encoder: Any, folder: Path, batch_size: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN401
-        cached = _shared_doc_cache(encoder, folder)
+        from linq_eval.evaluation.embedding_store import cached_encoder
+
+        cached = cached_encoder(encoder, folder)
         q = _encode(cached, self.data, "query", batch_size)
         d = _encode(cached, self.data, "document", batch_size)
         if _matches_fresh(encoder, self.data, q, d, batch_size):
@@ -251,7 +253,7 @@ class DenseScorer:
         import shutil
 
         shutil.rmtree(folder, ignore_errors=True)
-        cached = _shared_doc_cache(encoder, folder)
+        cached = cached_encoder(encoder, folder)
         return _encode(cached, self.data, "query", batch_size), _encode(cached, self.data, "document", batch_size)
 
     def run(self, doc_ids: list[str], query_ids: list[str], top_k: int) -> Run:
@@ -279,18 +281,6 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return (a * b).sum(axis=1)
-
-
-def folder_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock on a cache folder (a lock file beside it); waits for other holders."""
-    return file_lock(folder.with_name(folder.name + ".lock"))
-
-
-def _cache_key(system: System) -> str:
-    fp = fingerprint(system)
-    digest = hashlib.sha256(repr(sorted(fp.items())).encode()).hexdigest()[:16]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in system.ref)
-    return f"{safe}-{digest}-v{CACHE_VERSION}"
 
 
 def load_system_encoder(system: System) -> Any:  # noqa: ANN401 -- linq_eval's LinqEncoder
@@ -324,27 +314,7 @@ def random_init_copy(ref: str, seed: int = 0) -> Path:
     return built_dir(cache_dir() / f"random-init-{source.name}-seed{seed}", ("model.safetensors",), draw)
 
 
-def _shared_doc_cache(encoder: Any, path: Path) -> Any:  # noqa: ANN401
-    """mteb's embedding cache, with one document store for all tasks (documents carry no instruction)."""
-    from mteb.models.cache_wrappers import CachedEmbeddingWrapper
-    from mteb.types import PromptType
-
-    class SharedDocumentCache(CachedEmbeddingWrapper):
-        # mteb keys caches by task; document embeddings do not depend on the task here, so share them
-        def _get_or_create_cache(self, task_name: str, prompt_type: Any, encode_kwargs: Any = None) -> Any:  # noqa: ANN401
-            if prompt_type == PromptType.document:
-                task_name = "_documents"
-            # a new cache is the normal case, yet mteb warns of it twice (logger and warnings) per store
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="(Dimension file not found|No existing files found)")
-                return super()._get_or_create_cache(task_name, prompt_type, encode_kwargs)
-
-    logging.getLogger("mteb.models.cache_wrappers.cache_backends.numpy_cache").setLevel(logging.ERROR)
-    return SharedDocumentCache(encoder, path)
-
-
 CHUNK = 2048
-CACHE_VERSION = 3  # bump when what is cached changes (3: caches written before the lock may be damaged)
 
 
 def _encode(cached: Any, data: TaskData, side: str, batch_size: int,  # noqa: ANN401 -- an mteb encoder
