@@ -100,6 +100,9 @@ def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--max-length", type=int, default=None, help="max tokens per input (default: the model's)")
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--no-aa", action="store_true", help="skip the A/A rerun that measures the noise floor")
+    c.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None,
+                   help="pin the dtype of every precision (at 4 bits the compute dtype); default: bf16 where "
+                        "supported, else fp32")
     c.add_argument("--allow-pooled", action="store_true",
                    help="compare on light sets pooled by a compared model anyway (biased; warns)")
     c.add_argument("--output-folder", default="results/mteb", help="mteb result cache")
@@ -430,7 +433,8 @@ def _compare(args: argparse.Namespace) -> int:
     tasks = light_task_names(args.light) if args.light is not None else args.tasks
     spec = CompareSpec(systems=make_systems(args.model, args.adapter), bits=args.bits, tasks=tasks,
                        margin=args.margin, cache=args.output_folder, out=args.out, batch_size=args.batch_size,
-                       max_length=args.max_length, allow_pooled=args.allow_pooled, aa=not args.no_aa)
+                       max_length=args.max_length, allow_pooled=args.allow_pooled, aa=not args.no_aa,
+                       dtype=args.dtype)
     spec = check(spec)  # everything before any model loads
     from linq_eval.compare.driver import check_outcome, compare
     from linq_eval.compare.report import print_report, write

@@ -200,3 +200,17 @@ def test_compare_jobs_are_keyed_by_weights_content(tiny_mistral_dir: Path, tmp_p
     after = [job for *_, job in _jobs(spec, {})]
     assert [j.out for j in before] == [j.out for j in after]
     assert all(b.digests["weights_sha256"] != a.digests["weights_sha256"] for b, a in zip(before, after, strict=True))
+
+
+def test_compare_dtype_is_pinned_in_every_job(tmp_path: Path) -> None:
+    """--dtype pins every precision's dtype (a study's fp32 beside its cells); by default each job takes the
+    machine's rule, and a pinned job is another job, never the default one reused."""
+    from linq_eval.compare.driver import CompareSpec, _jobs, make_systems
+    from linq_eval.compare.job import Job
+
+    spec = CompareSpec(systems=make_systems(["pypi:SmolLM2-135M"], None), bits=[16, 4], tasks=["ADIRetrieval"],
+                       out=str(tmp_path / "out"))
+    pinned = CompareSpec(**{**spec.__dict__, "dtype": "float32"})
+    assert {job.dtype for *_, job in _jobs(pinned, {})} == {"float32"}
+    assert {job.dtype for *_, job in _jobs(spec, {})} == {None}
+    assert Job(**{**_jobs(spec, {})[0][-1].__dict__}) != _jobs(pinned, {})[0][-1]

@@ -47,6 +47,7 @@ class CompareSpec:
     max_length: int | None = None
     allow_pooled: bool = False
     aa: bool = True
+    dtype: str | None = None  # None: each precision's machine rule (bf16 where supported); else pinned
     pooled_warnings: list[str] = field(default_factory=list)
 
 
@@ -132,13 +133,14 @@ def _jobs(spec: CompareSpec, sample: dict[str, list[str]]) -> list[tuple[str, in
         for bits in spec.bits:
             out = runs / f"{_slug(s.label)}-{bits}bit.json"
             jobs.append((s.label, bits, False, Job(s.model, bits, s.adapter, spec.tasks, spec.cache, str(out),
-                                                    spec.batch_size, None, spec.max_length, sample, digests)))
+                                                    spec.batch_size, None, spec.max_length, sample, digests,
+                                                    spec.dtype)))
         if spec.aa:  # the reference precision again, batched otherwise, into a cache of its own
             out = runs / f"{_slug(s.label)}-{spec.bits[0]}bit-aa.json"
             jobs.append((s.label, spec.bits[0], True, Job(s.model, spec.bits[0], s.adapter, spec.tasks,
                                                            str(Path(spec.out) / "aa-cache"), str(out),
                                                            AA_BATCH["batch_size"], AA_BATCH["max_tokens_per_batch"],
-                                                           spec.max_length, {}, digests)))
+                                                           spec.max_length, {}, digests, spec.dtype)))
     return jobs
 
 
