@@ -269,10 +269,10 @@ def evaluate_cell(cfg: StudyConfig, base_model: str, point: Checkpoint, mode: Mo
 
     scores = {task: read_per_query(path) for task, path in result["per_query"].items()}
     usage = result["cost"]["encode"]
-    shown = point.adapter and Path(point.adapter)  # the repository's own checkpoints by their relative path
-    if shown and shown.is_relative_to(REPO):
-        shown = shown.relative_to(REPO)
-    record = {"checkpoint": point.name, "step": point.step, "adapter": shown and str(shown),
+    adapter = point.adapter  # the repository's own checkpoints by their relative path
+    if adapter and Path(adapter).is_relative_to(REPO):
+        adapter = str(Path(adapter).relative_to(REPO))
+    record = {"checkpoint": point.name, "step": point.step, "adapter": adapter,
               "adapter_sha256": adapter_digest(point.adapter), "dtype": result["cost"]["dtype"],
               "cpu_isa": result["cost"].get("cpu_isa"),
               "mode": mode.model_dump(),

@@ -17,6 +17,7 @@ from pathlib import Path
 from _linq_eval_hook import install as install_mteb_hook
 from linq_eval.core.console import console
 from linq_eval.core.errors import EXIT_ERROR, EXIT_INTERRUPTED, LinqEvalError
+from linq_eval.core.precision import DTYPES
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=None,
                         help="max tokens per input, EOS included (default: 512 for Linq, else the model's own)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None,
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="override the 16-bit dtype (default: bf16 where supported, else fp32)")
     parser.add_argument("--instructions", default=None, help="JSON instruction table overriding the built-in one")
     parser.add_argument("--instruction", action="append", metavar="TASK=TEXT",
@@ -100,7 +101,7 @@ def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--max-length", type=int, default=None, help="max tokens per input (default: the model's)")
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--no-aa", action="store_true", help="skip the A/A rerun that measures the noise floor")
-    c.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None,
+    c.add_argument("--dtype", choices=DTYPES, default=None,
                    help="pin the dtype of every precision (at 4 bits the compute dtype); default: bf16 where "
                         "supported, else fp32")
     c.add_argument("--allow-pooled", action="store_true",
@@ -176,7 +177,7 @@ def _add_plan_parser(sub: argparse._SubParsersAction) -> None:
                        help="measure it: load the model and encode the shipped sample (--bits, --device, --dtype)")
     p.add_argument("--bits", type=int, default=16, help="precision measured: 16, 8 or 4")
     p.add_argument("--device", default=None, help="device measured on (default: cuda if available)")
-    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None)
+    p.add_argument("--dtype", choices=DTYPES, default=None)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--instructions", default=None, help="JSON instruction table overriding the built-in one")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the plan as JSON")
@@ -233,8 +234,8 @@ def _run(args: argparse.Namespace) -> int:
     from linq_eval.tasks.light import check_requested
 
     check_requested(args.tasks)  # a refused manifest says why, not "unknown task"
-    if args.embedding_cache and Path(args.embedding_cache).expanduser().exists() \
-            and not Path(args.embedding_cache).expanduser().is_dir():
+    store = Path(args.embedding_cache).expanduser() if args.embedding_cache else None
+    if store is not None and store.exists() and not store.is_dir():
         raise LinqEvalError(f"--embedding-cache {args.embedding_cache} is a file: give a folder (created if missing)")
     spec = RunSpec(model=args.model, bits=args.bits, adapter=args.adapter, max_length=args.max_length,
                    instructions=args.instructions, overrides=overrides, device=args.device, dtype=args.dtype, devices=args.devices)

@@ -66,13 +66,14 @@ def check_batch_size(batch_size: int | None, option: str = "--batch-size") -> in
     return batch_size
 
 
+DTYPES = ("bfloat16", "float16", "float32")  # the floating-point dtypes a model may be loaded in
+
+
 def cpu_supports_bf16() -> bool:
     """True where the CPU has native bf16 instructions (AVX512-BF16 or AMX), where bf16 beats fp32."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if sys.platform.startswith("linux") and cpuinfo.is_file():
-        flags = cpuinfo.read_text(errors="ignore")
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return sys.platform == "darwin"  # Apple silicon runs bf16 natively
+    if sys.platform == "darwin":
+        return True  # Apple silicon runs bf16 natively
+    return cpu_isa() in ("amx_bf16", "avx512_bf16")
 
 
 # the widest vector instructions first: CPU kernels (bitsandbytes' 4-bit ones among them) choose by these, so

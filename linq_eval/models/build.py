@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.precision import PRECISIONS, check_bits, check_device, cpu_supports_bf16
+from linq_eval.core.precision import DTYPES, PRECISIONS, check_bits, check_device, cpu_supports_bf16
 from linq_eval.core.settings import DEFAULT_MODEL, MODEL_ENV, default_model
 
 if TYPE_CHECKING:
@@ -165,9 +165,6 @@ def plain_text_inputs(transformer: Any) -> None:  # noqa: ANN401 -- a sentence-t
         transformer.input_formatter.supported_modalities = list(transformer.modality_config)
 
 
-DTYPES = ("bfloat16", "float16", "float32")
-
-
 def _model_kwargs(bits: int, device: str, allow_pickle: bool, dtype_name: str | None) -> dict[str, Any]:
     import torch
 
@@ -184,7 +181,8 @@ def _model_kwargs(bits: int, device: str, allow_pickle: bool, dtype_name: str | 
             # NF4 weights are dequantised to the compute dtype for every matmul: it follows the 16-bit rule, since
             # bf16 matmuls on a CPU without bf16 instructions run about 7x slower than fp32 (and were what made
             # 4-bit evaluation 5x slower than 16-bit here). An explicit dtype is the compute dtype as well, so that
-            # a pinned dtype gives the same scores on every CPU
+            # a pinned dtype computes in the same dtype on every CPU (bitsandbytes' CPU kernels still differ by
+            # instruction set)
             compute = dtype_name or ("float32" if device == "cpu" and not cpu_supports_bf16()
                                      else settings["bnb_4bit_compute_dtype"])
             settings["bnb_4bit_compute_dtype"] = getattr(torch, compute)
