@@ -21,35 +21,23 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 import trajectory  # the sibling study script: config, cells, the paired test (benchmarks/ is on the path)
 import yaml
 
-from linq_eval.core.files import atomic_write_json, atomic_write_text, built_dir, read_json_file
+from linq_eval.core.files import atomic_write_json, atomic_write_text, read_json_file
 
 MERGED = "merged-final"
 
 
 def merged_model(base_model: str, adapter: Path, target: Path, dtype: str = "float32") -> Path:
     """``base_model`` with ``adapter`` merged at full precision (fp32 unless told: the 16-bit default is bf16 on CPUs
-    that have it), saved as a plain model folder (built once)."""
+    that have it), saved as a model folder (built once): the loader's own merge (``linq-eval --merge-adapter``)."""
+    from linq_eval.models.build import merged_model as merge
 
-    def build(folder: Path) -> None:
-        from linq_eval.models.build import build_model
-        from linq_eval.models.references import resolve
-
-        model = build_model(base_model, bits=16, adapter=adapter, dtype=dtype)  # merged on load, as the truth's
-        model[0].auto_model.save_pretrained(folder, safe_serialization=True)
-        # the base's own tokenizer files: the loaded tokenizer carries linq-eval's EOS post-processor, added again
-        # on every load
-        for f in Path(resolve(base_model)).iterdir():
-            if f.name.startswith("tokenizer") or f.name in {"special_tokens_map.json", "vocab.json", "merges.txt"}:
-                shutil.copy2(f, folder / f.name)
-
-    return built_dir(target, ("config.json", "model.safetensors", "tokenizer_config.json"), build)
+    return merge(base_model, adapter, dtype=dtype, target=target)
 
 
 def final_cells(out: Path, truth: str) -> tuple[str, dict[str, dict]]:

@@ -21,12 +21,22 @@ from linq_eval.core.precision import DTYPES
 
 logger = logging.getLogger(__name__)
 
+MERGE_HELP = ("at 4/8 bits, merge a LoRA adapter into the 16-bit weights and quantise the merged model (built once, "
+              "kept in $LINQ_CACHE/merged) instead of keeping it beside the quantised base; a baseline records it "
+              "for the checkpoints gated against it")
+
+
+def _check_merge(args: argparse.Namespace) -> None:
+    if args.merge_adapter and not args.adapter:
+        raise LinqEvalError("--merge-adapter merges an adapter into the base before quantising: give --adapter")
+
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", default=None,
                         help="local directory, hub id or pypi:NAME (default: $LINQ_MODEL, else Linq-Embed-Mistral)")
     parser.add_argument("--bits", type=int, default=16, help="16 (bf16/fp32), 8 (int8) or 4 (NF4)")
     parser.add_argument("--adapter", default=None, help="peft LoRA adapter directory applied on the model")
+    parser.add_argument("--merge-adapter", action="store_true", help=MERGE_HELP)
     parser.add_argument("--max-length", type=int, default=None,
                         help="max tokens per input, EOS included (default: 512 for Linq, else the model's own)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -96,6 +106,7 @@ def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("-m", "--model", nargs="+", default=None,
                    help="models (local directory, hub id, pypi:NAME; default: $LINQ_MODEL, else Linq-Embed-Mistral)")
     c.add_argument("--adapter", nargs="+", default=None, help="LoRA adapters: the first model with each, as systems")
+    c.add_argument("--merge-adapter", action="store_true", help=MERGE_HELP)
     _add_light_target(c, "to compare on")
     c.add_argument("--margin", type=float, default=0.01, help="equivalence margin on the score scale (0.01 = 1 point)")
     c.add_argument("--max-length", type=int, default=None, help="max tokens per input (default: the model's)")
@@ -229,6 +240,7 @@ def _run(args: argparse.Namespace) -> int:
 
     overrides = parse_overrides(args.instruction)
     load_instructions(args.instructions)  # a bad table fails before anything heavy
+    _check_merge(args)
     import mteb  # noqa: F401 -- registers our tasks (light sets included)
 
     from linq_eval.tasks.light import check_requested
@@ -238,7 +250,8 @@ def _run(args: argparse.Namespace) -> int:
     if store is not None and store.exists() and not store.is_dir():
         raise LinqEvalError(f"--embedding-cache {args.embedding_cache} is a file: give a folder (created if missing)")
     spec = RunSpec(model=args.model, bits=args.bits, adapter=args.adapter, max_length=args.max_length,
-                   instructions=args.instructions, overrides=overrides, device=args.device, dtype=args.dtype, devices=args.devices)
+                   instructions=args.instructions, overrides=overrides, device=args.device, dtype=args.dtype,
+                   devices=args.devices, merge_adapter=args.merge_adapter)
     def reused(task: str, path: Path) -> None:
         print(f"{task}: stored result reused ({path}); --overwrite recomputes", file=sys.stderr)
 
@@ -340,7 +353,8 @@ def _baseline_save(args: argparse.Namespace) -> int:
                             "pass --instructions FILE")
     tasks = light_task_names(args.light) if args.light is not None else args.tasks
     settings = EvalSettings(bits=args.bits, max_length=args.max_length, dtype=args.dtype,
-                            instructions=args.instructions, batch_size=args.batch_size)
+                            instructions=args.instructions, batch_size=args.batch_size,
+                            merge_adapter=args.merge_adapter and args.bits != 16)
     from linq_eval.models import distributed
 
     distributed.init()  # under torchrun / accelerate launch: each rank encodes a share, rank 0 writes
@@ -432,7 +446,8 @@ def _compare(args: argparse.Namespace) -> int:
     from linq_eval.compare.driver import CompareSpec, check, light_task_names, make_systems
 
     tasks = light_task_names(args.light) if args.light is not None else args.tasks
-    spec = CompareSpec(systems=make_systems(args.model, args.adapter), bits=args.bits, tasks=tasks,
+    systems = make_systems(args.model, args.adapter, merge=args.merge_adapter)
+    spec = CompareSpec(systems=systems, bits=args.bits, tasks=tasks,
                        margin=args.margin, cache=args.output_folder, out=args.out, batch_size=args.batch_size,
                        max_length=args.max_length, allow_pooled=args.allow_pooled, aa=not args.no_aa,
                        dtype=args.dtype)
@@ -530,15 +545,36 @@ def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         _check_shared_args(args)
-        return args.func(args)
+        code = args.func(args)
     except LinqEvalError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        code = EXIT_ERROR
     except KeyboardInterrupt:
         # finished tasks are in the result cache (written atomically); the task in flight reruns next time
         print(f"{parser.prog}: interrupted: finished work is kept; run the same command again to resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED  # the shell's code for SIGINT
+    if argv is None:  # a program (console script), not a call from Python
+        _keep_exit_code_on_interrupt(code)
+    return code
+
+
+def _keep_exit_code_on_interrupt(code: int) -> None:
+    """The command has finished and written its files: a Ctrl-C that arrives while the interpreter exits (atexit
+    handlers, thread and torch teardown take a moment) ends the process with the command's own exit code.
+
+    Python's default handler would raise KeyboardInterrupt there, and an interpreter that exits on one kills
+    itself with SIGINT: the shell sees 130, as if the verdict (a gate's PASS or FAIL) had never been reached.
+    """
+    import os
+    import signal
+
+    def finished(signum: int, frame: object) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    signal.signal(signal.SIGINT, finished)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -78,6 +78,28 @@ def test_linq_eval_run_prints_scores(tiny_mistral_dir: Path, tmp_path: Path) -> 
     assert "ADIRetrieval" in res.stdout and "experiment:" in res.stdout
 
 
+def test_merge_adapter_runs_in_an_experiment_of_its_own(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    """`run --bits 4 --adapter A --merge-adapter` quantises base + A merged (built once into $LINQ_CACHE/merged):
+    its results sit beside, never over, those of A kept beside the 4-bit base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    adapter = tmp_path / "adapter"
+    get_peft_model(AutoModel.from_pretrained(tiny_mistral_dir),
+                   LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).save_pretrained(adapter)
+    out, env = tmp_path / "cache", {"LINQ_CACHE": str(tmp_path / "linq-cache")}
+    common = ["-m", str(tiny_mistral_dir), "--adapter", str(adapter), "--bits", "4", "--dtype", "float32",
+              "-t", "ADIRetrieval", "--output-folder", str(out)]
+    merged = run_cli("linq-eval", "run", *common, "--merge-adapter", env=env)
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    beside = run_cli("linq-eval", "run", *common, env=env)
+    assert beside.returncode == 0, beside.stderr[-3000:]
+    files = _results(out, "ADIRetrieval")  # two experiment folders, each with its loader's kwargs
+    kwargs = [json.loads((f.parent / "model_meta.json").read_text())["loader_kwargs"] for f in files]
+    assert len(files) == 2 and sorted(k.get("merge_adapter", False) for k in kwargs) == [False, True]
+    assert len([p for p in (tmp_path / "linq-cache" / "merged").iterdir() if p.is_dir()]) == 1
+
+
 def test_help_is_instant() -> None:
     start = time.perf_counter()
     res = run_cli("linq-eval", "run", "--help")
@@ -93,6 +115,7 @@ def test_help_is_instant() -> None:
         (["--adapter", "/no/such/adapter"], "not a peft adapter directory"),
         (["-t", "NoSuchTask"], "unknown task 'NoSuchTask'"),
         (["--instruction", "oops"], "TASK=INSTRUCTION"),
+        (["--bits", "4", "--merge-adapter"], "--merge-adapter merges an adapter"),
     ],
 )
 def test_bad_input_is_one_line_and_no_score(args: list[str], message: str, tmp_path: Path) -> None:
@@ -125,3 +148,33 @@ def test_mteb_cli_bad_model_names_the_problem_and_scores_nothing(tmp_path: Path)
     assert ours.returncode == 2
     assert "linq-mteb: error: model '/no/such/model' is neither" in ours.stderr
     assert "Traceback" not in ours.stderr and not list(tmp_path.rglob("*.json"))
+
+
+def test_a_ctrl_c_during_the_interpreters_exit_keeps_the_commands_exit_code(tmp_path: Path) -> None:
+    """After the command has finished, a Ctrl-C that meets the interpreter's exit (here the join of a thread that
+    takes 30 s, as torch's and datasets' can) ends the process at once with the command's own code and no
+    traceback (Python's own handler prints a KeyboardInterrupt from threading's shutdown)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    program = ("import sys, threading, time\n"
+               "from linq_eval.cli import main\n"
+               "threading.Thread(target=time.sleep, args=(30,)).start()\n"
+               "sys.argv = ['linq-eval', 'instructions', '--task', 'SciFact']\n"
+               "code = main()\n"
+               "print('finished', flush=True)\n"
+               "sys.exit(code)\n")
+    proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.stdout is not None
+    while "finished" not in (line := proc.stdout.readline()):
+        assert line, proc.stderr.read() if proc.stderr else ""
+    time.sleep(1)  # into the atexit handler
+    start = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
+    assert time.perf_counter() - start < 20
+    err = proc.stderr.read() if proc.stderr else ""
+    assert "KeyboardInterrupt" not in err and "Traceback" not in err, err

@@ -121,6 +121,7 @@ def test_nan_embeddings_are_a_failure_not_a_score(minilm_dir: Path) -> None:
     (("--bits", "4", "16", "-t", "ADIRetrieval", "--margin", "0"), "--margin 0.0"),
     (("--bits", "4", "16", "--light", "ADIRetrieval", "-m", MINILM), "was pooled with"),
     (("--bits", "4", "16", "--light", "NoSuchTask", "-m", MINILM), "no light set NoSuchTask-light"),
+    (("--bits", "4", "16", "-t", "ADIRetrieval", "-m", MINILM, "--merge-adapter"), "give --adapter"),
 ])
 def test_bad_input_is_one_line_before_any_model_loads(args: tuple[str, ...], message: str, tmp_path: Path) -> None:
     result = run_cli("linq-eval", "compare", *args, "--out", str(tmp_path / "out"))
@@ -214,3 +215,36 @@ def test_compare_dtype_is_pinned_in_every_job(tmp_path: Path) -> None:
     assert {job.dtype for *_, job in _jobs(pinned, {})} == {"float32"}
     assert {job.dtype for *_, job in _jobs(spec, {})} == {None}
     assert Job(**{**_jobs(spec, {})[0][-1].__dict__}) != _jobs(pinned, {})[0][-1]
+
+
+def test_merge_adapter_jobs_are_their_own_below_16_bits(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    """--merge-adapter: the adapter systems are labelled (merged) and their quantised jobs merge (their own files,
+    never the unmerged ones reused); the base model's jobs and every 16-bit job are unchanged. A job stored before
+    the option existed is the same job as today's unmerged one."""
+    import dataclasses
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    from linq_eval.compare.driver import CompareSpec, _finished, _jobs, make_systems
+
+    adapter = tmp_path / "ckpt"
+    get_peft_model(AutoModel.from_pretrained(tiny_mistral_dir), LoraConfig(r=2, target_modules=["q_proj"])) \
+        .save_pretrained(adapter)
+    spec = CompareSpec(systems=make_systems([str(tiny_mistral_dir)], [str(adapter)], merge=True), bits=[16, 4],
+                       tasks=["ADIRetrieval"], out=str(tmp_path / "out"))
+    jobs = {(label, bits, aa): job for label, bits, aa, job in _jobs(spec, {})}
+    merged = {k for k, job in jobs.items() if job.merge_adapter}
+    assert merged == {(f"{tiny_mistral_dir}+ckpt (merged)", 4, False)}
+    plain = CompareSpec(**{**spec.__dict__, "systems": make_systems([str(tiny_mistral_dir)], [str(adapter)])})
+    outs = {job.out for *_, job in _jobs(plain, {})}
+    assert not outs & {jobs[k].out for k in merged}
+
+    job = jobs[(str(tiny_mistral_dir), 4, False)]
+    old = {k: v for k, v in dataclasses.asdict(job).items() if k != "merge_adapter"}  # written before the option
+    per_query = tmp_path / "pq.json"
+    per_query.write_text("{}")
+    Path(job.out).parent.mkdir(parents=True)
+    Path(job.out).write_text(json.dumps({"job": old, "status": "ok", "per_query": {"ADIRetrieval": str(per_query)}}))
+    assert _finished(job) is not None

@@ -212,6 +212,8 @@ def test_mismatches_name_each_setting(stored: Path) -> None:
     assert any(m.startswith("mteb") for m in problems)
     assert version_notes(p, other) == [f"torch {p.packages['torch']} -> 9.9"]
     assert mismatches(p, p) == []
+    assert mismatches(p, p.model_copy(update={"merge_adapter": True})) == ["merge_adapter False (baseline) != True "
+                                                                            "(checkpoint)"]
 
 
 # -- real gates: the CLI end to end ------------------------------------------------------------------------
@@ -325,6 +327,38 @@ def test_an_adapter_and_a_merged_directory_are_checkpoints(adi_baseline: tuple[P
         assert report.checkpoint["kind"] == kind
         assert report.exit_code == 0, report.decision.reasons
         assert abs(report.decision.difference) < 1e-4
+
+
+def test_a_baseline_records_merge_adapter_and_its_checkpoints_are_merged(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`baseline save --bits 4 --merge-adapter`: the baseline seals the setting, and an adapter gated against it is
+    merged into its base before quantising. A fresh adapter (B = 0) merged is the base's weights, quantised alike:
+    the same scores, PASS. Turning the setting off by hand breaks the seal."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    from linq_eval.cli import main
+    from linq_eval.core.baseline import load_baseline
+    from linq_eval.models.references import resolve
+
+    monkeypatch.setenv("LINQ_CACHE", str(tmp_path / "linq-cache"))
+    folder, cache = tmp_path / "b", tmp_path / "cache"
+    assert main(["baseline", "save", "adi4", "-m", MINILM, "--bits", "4", "--dtype", "float32", "--merge-adapter",
+                 "-t", "ADIRetrieval", "--dir", str(folder), "--cache", str(cache)]) == 0
+    assert load_baseline("adi4", folder).provenance.merge_adapter is True
+    get_peft_model(AutoModel.from_pretrained(resolve(MINILM)), LoraConfig(r=4, target_modules="all-linear")) \
+        .save_pretrained(tmp_path / "adapter")
+    code, stdout, _ = _gate([str(tmp_path / "adapter"), "--baseline", "adi4", "--dir", str(folder), "--cache",
+                             str(cache), "--out", str(tmp_path / "out")], capsys)
+    assert code == EXIT_OK, stdout
+    report = json.loads((tmp_path / "out" / "gate.json").read_text())
+    assert report["provenance"]["merge_adapter"] is True and report["macro"]["difference"] == 0.0
+    assert [p for p in (tmp_path / "linq-cache" / "merged").iterdir() if p.is_dir()]  # merged, then quantised
+
+    path = folder / "adi4.json"
+    path.write_text(path.read_text().replace('"merge_adapter": true', '"merge_adapter": false'))
+    with pytest.raises(LinqEvalError, match="checksum"):
+        load_baseline("adi4", folder)
 
 
 def _error_reports(out: Path, needle: str) -> dict:

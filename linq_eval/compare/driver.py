@@ -33,6 +33,7 @@ class CompareSystem:
     label: str
     model: str | None  # None: Linq-Embed-Mistral ($LINQ_MODEL)
     adapter: str | None = None
+    merge_adapter: bool = False  # below 16 bits: the adapter merged into the base before quantising
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,15 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
-def make_systems(models: list[str] | None, adapters: list[str] | None) -> list[CompareSystem]:
-    """Each --model as it is, then the first model with each --adapter (a checkpoint) on top."""
+def make_systems(models: list[str] | None, adapters: list[str] | None, *, merge: bool = False) -> list[CompareSystem]:
+    """Each --model as it is, then the first model with each --adapter (a checkpoint) on top; with ``merge``
+    (--merge-adapter) the adapters are merged before quantising, and their labels say so."""
+    if merge and not adapters:
+        raise LinqEvalError("--merge-adapter merges an adapter into the base before quantising: give --adapter")
     models = models or [None]
     systems = [CompareSystem(m or "Linq-Embed-Mistral", m) for m in models]
-    systems += [CompareSystem(f"{systems[0].label}+{Path(a).name}", models[0], a) for a in adapters or []]
+    systems += [CompareSystem(f"{systems[0].label}+{Path(a).name}{' (merged)' if merge else ''}", models[0], a,
+                              merge) for a in adapters or []]
     labels = [s.label for s in systems]
     if len(set(labels)) != len(labels):
         raise LinqEvalError(f"--model/--adapter name the same system twice ({labels}): give each once")
@@ -134,13 +139,14 @@ def _jobs(spec: CompareSpec, sample: dict[str, list[str]]) -> list[tuple[str, in
             out = runs / f"{_slug(s.label)}-{bits}bit.json"
             jobs.append((s.label, bits, False, Job(s.model, bits, s.adapter, spec.tasks, spec.cache, str(out),
                                                     spec.batch_size, None, spec.max_length, sample, digests,
-                                                    spec.dtype)))
+                                                    spec.dtype, s.merge_adapter and bits != 16)))
         if spec.aa:  # the reference precision again, batched otherwise, into a cache of its own
             out = runs / f"{_slug(s.label)}-{spec.bits[0]}bit-aa.json"
             jobs.append((s.label, spec.bits[0], True, Job(s.model, spec.bits[0], s.adapter, spec.tasks,
                                                            str(Path(spec.out) / "aa-cache"), str(out),
                                                            AA_BATCH["batch_size"], AA_BATCH["max_tokens_per_batch"],
-                                                           spec.max_length, {}, digests, spec.dtype)))
+                                                           spec.max_length, {}, digests, spec.dtype,
+                                                           s.merge_adapter and spec.bits[0] != 16)))
     return jobs
 
 
@@ -153,11 +159,22 @@ def _finished(job: Any) -> dict[str, Any] | None:  # noqa: ANN401
     except LinqEvalError as exc:  # cut or damaged: the job runs again
         logger.warning("%s: recomputing this precision", exc)
         return None
-    if not isinstance(result, dict) or result.get("job") != asdict(job) or result.get("status") != "ok":
+    if not isinstance(result, dict) or _stored_job(result.get("job")) != asdict(job) or result.get("status") != "ok":
         return None  # another job, or one that failed: run again
     if not all(Path(p).is_file() for p in result["per_query"].values()):
         return None
     return result
+
+
+def _stored_job(stored: Any) -> Any:  # noqa: ANN401 -- whatever the JSON holds
+    """A stored job with the fields added since it was written at their defaults (the same job then)."""
+    from dataclasses import MISSING, fields
+
+    from linq_eval.compare.job import Job
+
+    if not isinstance(stored, dict):
+        return stored
+    return {**{f.name: f.default for f in fields(Job) if f.default is not MISSING}, **stored}
 
 
 def execute(job: Any) -> dict[str, Any]:  # noqa: ANN401

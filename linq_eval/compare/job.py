@@ -38,6 +38,7 @@ class Job:
     # content digests of a local model directory and adapter: a stored job is reused only for the same weights
     digests: dict[str, str] = field(default_factory=dict)
     dtype: str | None = None  # None: the machine's rule (bf16 where supported); a study pins it across machines
+    merge_adapter: bool = False  # the adapter merged into the base before quantising (below 16 bits only)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -75,7 +76,7 @@ def execute(job: Job) -> dict[str, Any]:
     from linq_eval.models.build import describe
 
     spec = on_this_rank(RunSpec(model=job.model, bits=job.bits, adapter=job.adapter, max_length=job.max_length,
-                                 dtype=job.dtype))
+                                 dtype=job.dtype, merge_adapter=job.merge_adapter))
     result: dict[str, Any] = {"job": asdict(job), "status": "ok"}
     t0 = time.perf_counter()
     try:

@@ -32,7 +32,7 @@ PACKAGES = ("linq-eval", "mteb", "sentence-transformers", "transformers", "torch
             "pytrec-eval-terrier")
 # settings under which the checkpoint must be evaluated exactly as the baseline was (else refused: exit 2)
 COMPARABLE = ("bits", "max_length", "dtype", "instructions_sha256", "use_instructions", "light_manifests",
-              "data_sha256")
+              "data_sha256", "merge_adapter")
 # NAME.2026-12-04T071230Z: a replaced baseline, kept beside its successor (such names are not given to new ones)
 BACKUP = re.compile(r"(?P<name>.+)\.(?P<stamp>\d{4}-\d{2}-\d{2}T\d{6}Z)")
 
@@ -58,6 +58,7 @@ class Provenance(_Closed):
     light_manifests: dict[str, str] = Field(default_factory=dict)  # light task -> manifest checksum
     data_sha256: dict[str, str | None] = Field(default_factory=dict)  # task -> local data checksum (None: hub)
     packages: dict[str, str | None] = Field(default_factory=dict)
+    merge_adapter: bool = False  # below 16 bits: adapter checkpoints merged into their base before quantising
 
 
 class TaskScores(_Closed):
@@ -76,7 +77,10 @@ class Baseline(_Closed):
     checksum: str = ""
 
     def body(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"checksum"})
+        body = self.model_dump(exclude={"checksum"})
+        if not body["provenance"]["merge_adapter"]:  # off: the body (and checksum) of baselines saved before it
+            del body["provenance"]["merge_adapter"]
+        return body
 
     def computed_checksum(self) -> str:
         payload = json.dumps(self.body(), sort_keys=True, separators=(",", ":"), allow_nan=True)

@@ -7,7 +7,7 @@ Read at call time (never cached at import), so a command or a test that sets a v
                           working directory or beside this checkout
 ``LINQ_LIGHT_DIR``        light-set manifests; default the manifests in the wheel, else ``tasks_light/``
 ``LINQ_BASELINE_DIR``     gate baselines; default ``results/baselines``
-``LINQ_CACHE``            linq-eval's cache (converted offline models, refine output); default
+``LINQ_CACHE``            linq-eval's cache (converted offline models, merged adapters, refine output); default
                           ``~/.cache/linq-eval``
 ``LINQ_EMBEDDING_CACHE``  dense pooling systems' embeddings; default ``$LINQ_CACHE/light-embeddings``
 ``LINQ_MODEL``            the weights behind the ``linq`` entries; default Linq-Embed-Mistral

@@ -37,6 +37,12 @@ class RunSpec:
     device: str | None = None
     dtype: str | None = None  # None: bf16 where supported, else fp32
     devices: list[str] | None = None  # several devices, or ["all"]: encode in parallel processes
+    merge_adapter: bool = False  # at 4/8 bits: quantise base + adapter merged (models/build.py: merged_model), not the base alone
+
+    @property
+    def merges(self) -> bool:
+        """Whether the adapter is merged before quantising (16 bits always merge: the option is moot there)."""
+        return self.merge_adapter and self.adapter is not None and self.bits != 16
 
 
 def get_task(name: str, *, task_type: str | None = None, purpose: str = "") -> AbsTask:
@@ -70,7 +76,8 @@ def check_tasks(names: list[str], *, task_type: str | None = None, purpose: str 
 def _experiment(spec: RunSpec) -> dict[str, Any]:
     values = {"bits": spec.bits if spec.bits != 16 else None, "adapter": spec.adapter,
               "max_length": spec.max_length, "dtype": spec.dtype, "instructions": spec.instructions,
-              "instruction_overrides": dict(sorted(spec.overrides.items())) or None, **content_digests(spec)}
+              "instruction_overrides": dict(sorted(spec.overrides.items())) or None,
+              "merge_adapter": True if spec.merges else None, **content_digests(spec)}
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -118,14 +125,15 @@ def _load_encoder(spec: RunSpec) -> LinqEncoder:
     if known is not None:
         meta = mteb.get_model_meta(known)
         model = build_model(spec.model, bits=spec.bits, adapter=spec.adapter, max_length=spec.max_length,
-                            device=spec.device, dtype=spec.dtype)
+                            device=spec.device, dtype=spec.dtype, merge_adapter=spec.merges)
         encoder = instruction_policy(spec)
         encoder.model = model
         encoder.mteb_model_meta = meta.model_copy(update={"experiment_kwargs": _experiment(spec) or None})
         return encoder
     key = {bits: name for name, bits in ENTRIES.items()}[spec.bits]
     kwargs = {"model": spec.model, "adapter": spec.adapter, "max_length": spec.max_length,
-              "instructions": spec.instructions, "dtype": spec.dtype, **content_digests(spec)}
+              "instructions": spec.instructions, "dtype": spec.dtype, "merge_adapter": True if spec.merges else None,
+              **content_digests(spec)}
     encoder = mteb.get_model(key, device=spec.device, **{k: v for k, v in kwargs.items() if v is not None})
     if spec.overrides:
         from linq_eval.core.instructions import load_instructions

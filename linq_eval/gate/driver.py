@@ -56,6 +56,7 @@ class EvalSettings:
     instructions: str | None = None
     batch_size: int = 32
     use_instructions: bool | None = None  # None: the loader's choice (mteb's entry, or the linq policy)
+    merge_adapter: bool = False  # below 16 bits: an adapter checkpoint is merged into its base before quantising
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ def prepare(tasks: list[str], instructions: str | None) -> Prepared:
 
 def _cache_folder(root: str | Path, sha256: str, settings: EvalSettings) -> Path:
     """One folder per (weights, settings): mteb's experiment names do not record every setting (instructions on/off)."""
-    key = hashlib.sha256(f"{sha256}|{sorted(asdict(settings).items())}".encode()).hexdigest()
+    items = {k: v for k, v in asdict(settings).items() if k != "merge_adapter" or v}  # off: the folders it had
+    key = hashlib.sha256(f"{sha256}|{sorted(items.items())}".encode()).hexdigest()
     return Path(root) / key[:16]
 
 
@@ -209,7 +211,8 @@ def evaluate(model: str | None, adapter: str | None, settings: EvalSettings, tas
     from linq_eval.models.build import describe
 
     spec = on_this_rank(RunSpec(model=model, bits=settings.bits, adapter=adapter, max_length=settings.max_length,
-                                instructions=settings.instructions, dtype=settings.dtype))
+                                instructions=settings.instructions, dtype=settings.dtype,
+                                merge_adapter=settings.merge_adapter))
     cache_folder = _cache_folder(cache_root, sha256, settings)
     encoder = _load_encoder(spec)
     if settings.use_instructions is not None:  # a gate evaluates as its baseline did, whatever the checkpoint's kind
@@ -249,7 +252,8 @@ def _provenance(model: str | None, adapter: str | None, model_sha: str, adapter_
                       max_length=effective["max_length"], dtype=effective["dtype"], batch_size=settings.batch_size,
                       instructions=settings.instructions, instructions_sha256=prepared.instructions_sha256,
                       use_instructions=effective["use_instructions"], light_manifests=prepared.light_manifests,
-                      data_sha256=effective["data_sha256"], packages=package_versions())
+                      data_sha256=effective["data_sha256"], packages=package_versions(),
+                      merge_adapter=settings.merge_adapter)
 
 
 def _resolve_dtype(settings: EvalSettings) -> EvalSettings:
@@ -374,7 +378,8 @@ def gate_checkpoint(checkpoint: str, baseline: str, *, delta: float = 0.01, alph
                             "adapter_config.json, or save the checkpoint again") from None
     settings = EvalSettings(bits=bp.bits, max_length=bp.max_length, dtype=bp.dtype,
                             instructions=instructions if instructions is not None else bp.instructions,
-                            batch_size=bp.batch_size, use_instructions=bp.use_instructions)
+                            batch_size=bp.batch_size, use_instructions=bp.use_instructions,
+                            merge_adapter=bp.merge_adapter)
     prepared = prepare(list(base.tasks), settings.instructions)
     check_pool_independence(prepared.tasks, {**({} if bp.adapter else {"baseline": bp.model}),
                                              **({} if ck.adapter else {"checkpoint": ck.model})}, override=None)

@@ -9,7 +9,8 @@ Linq-Embed-Mistral needs, whatever the checkpoint's own tokenizer settings are:
 - left and right padding give the same vector (pooling follows the attention mask, not the padding side);
 - 16-bit is bf16 where the device supports it, else fp32 on CPU; 8-bit is bitsandbytes int8; 4-bit is NF4
   with double quantisation, computing in bf16 (fp32 on CPUs without bf16 instructions, like 16-bit; in ``dtype`` when one is given);
-- a peft LoRA adapter (as linq-train saves it) is applied on top of the base model.
+- a peft LoRA adapter (as linq-train saves it) is applied on top of the base model: merged into it at 16 bits;
+  at 4/8 bits kept beside the quantised base, or with ``merge_adapter`` merged first and quantised with it.
 
 Encoders with a sentence-transformers config of their own (e.g. all-MiniLM-L6-v2, mean pooling) load
 through the same path unchanged.
@@ -17,6 +18,7 @@ through the same path unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -259,6 +261,51 @@ def _apply_adapter(model: SentenceTransformer, adapter: Path, *, merge: bool, tr
     transformer.model = peft_model.merge_and_unload() if merge else peft_model  # auto_model is a read-only view
 
 
+# -- merge before quantising -------------------------------------------------------------------------------------
+# At 4 and 8 bits an adapter is applied as QLoRA trains it: the base is quantised and the adapter's low-rank product
+# runs beside it in full precision. The model that was trained is the sum, though, and quantising the sum is another
+# model than quantising the base alone: on the trajectory study's trained SmolLM2 checkpoint the merged form lost
+# less than half as much at 4 bits (docs/training.md). ``merge_adapter=True`` loads that form.
+MERGED_SUBDIR = "merged"
+
+
+def merged_key(base: str, revision: str | None, adapter_sha256: str, dtype: str) -> str:
+    """The cache folder name of one merge: everything that changes the merged weights."""
+    payload = json.dumps([base, revision, adapter_sha256, dtype])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def merged_model(base: str, adapter: str | Path, *, dtype: str, revision: str | None = None, device: str = "cpu",
+                 target: str | Path | None = None, trust_remote_code: bool = False,
+                 allow_pickle: bool = False) -> Path:
+    """``base`` with ``adapter`` merged into its weights in ``dtype``, saved as a sentence-transformers folder.
+
+    Built once (atomically, under a lock: parallel ranks wait for one build) into ``target``, by default
+    ``$LINQ_CACHE/merged/<key>``. The folder keeps the base's own tokenizer files: the loaded tokenizer carries
+    linq-eval's EOS post-processor, which every load adds again.
+    """
+    from linq_eval.core.files import built_dir, content_sha256
+    from linq_eval.core.settings import cache_dir
+
+    adapter = Path(adapter)
+    if target is None:
+        target = cache_dir() / MERGED_SUBDIR / merged_key(base, revision, content_sha256(adapter), dtype)
+
+    def build(folder: Path) -> None:
+        from transformers import AutoTokenizer
+
+        from linq_eval.models.references import resolve
+
+        model = build_model(base, bits=16, adapter=adapter, dtype=dtype, revision=revision, device=device,
+                            trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)  # merged on load
+        model.save(str(folder), safe_serialization=True)
+        tokenizer = AutoTokenizer.from_pretrained(resolve(base), revision=revision,
+                                                  trust_remote_code=trust_remote_code)
+        tokenizer.save_pretrained(str(folder))  # over the loaded one (see above)
+
+    return built_dir(target, ("modules.json", "config.json"), build)
+
+
 def build_model(
     name_or_path: str | None = None,
     *,
@@ -272,6 +319,7 @@ def build_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     for_training: bool = False,
+    merge_adapter: bool = False,
 ) -> SentenceTransformer:
     """Load an embedding model for evaluation, teacher scoring or training.
 
@@ -290,6 +338,9 @@ def build_model(
         trust_remote_code: run code shipped with the checkpoint (off unless asked).
         allow_pickle: allow ``.bin`` (pickle) weights; by default only safetensors load.
         for_training: keep the adapter trainable and unmerged.
+        merge_adapter: at 4/8 bits, merge the adapter into the base's 16-bit weights and quantise the merged model
+            (built once, :func:`merged_model`), instead of keeping it beside the quantised base (QLoRA's
+            form). At 16 bits an adapter is always merged, so this changes nothing there.
 
     Returns:
         A ``SentenceTransformer`` whose ``encode`` returns L2-normalisable embeddings; decoders append EOS.
@@ -305,6 +356,8 @@ def build_model(
     if max_length is not None and max_length < 2:
         raise LinqEvalError(f"max_length={max_length} is too small: give at least 2 tokens")
     adapter_dir = check_adapter(adapter, allow_pickle=allow_pickle) if adapter is not None else None
+    if merge_adapter and adapter_dir is None:
+        raise LinqEvalError("merge_adapter (--merge-adapter) merges an adapter into the base: give one (--adapter)")
     source = resolve(name_or_path or default_model())
     local = check_model_source(source)
     if local is not None and not allow_pickle and not any(Path(local).glob("*.safetensors")) \
@@ -317,6 +370,11 @@ def build_model(
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if merge_adapter and bits != 16 and not for_training and adapter_dir is not None:
+        local = merged_model(name_or_path or default_model(), adapter_dir, dtype=dtype or sixteen_bit_dtype(device),
+                             revision=revision, device=device, trust_remote_code=trust_remote_code,
+                             allow_pickle=allow_pickle)
+        adapter_dir = None  # in the weights now
     kwargs = _model_kwargs(bits, device, allow_pickle, dtype)
     if bits == 8:
         _quiet_int8_notice()

@@ -29,6 +29,7 @@ def load_linq_encoder(
     implementation: str = "linq-eval",
     weights_sha256: str | None = None,
     adapter_sha256: str | None = None,
+    merge_adapter: bool = False,
 ) -> LinqEncoder:
     """mteb loader for the ``linq`` entries (``ModelMeta.loader``): builds a :class:`LinqEncoder`.
 
@@ -43,7 +44,7 @@ def load_linq_encoder(
     del implementation, weights_sha256, adapter_sha256  # recorded in the experiment name only
     source = model or model_name
     st_model = build_model(source, bits=bits, adapter=adapter, max_length=max_length, device=device, dtype=dtype,
-                           revision=revision if source == model_name else None)
+                           revision=revision if source == model_name else None, merge_adapter=merge_adapter)
     if embed_dim is not None:
         st_model.truncate_dim = embed_dim
     table = load_instructions(instructions)
