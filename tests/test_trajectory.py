@@ -334,3 +334,31 @@ def test_kept_checkpoints_are_evaluated_as_committed_or_refused(tmp_path: Path) 
     (out / "checkpoints" / "homogeneous-3" / trajectory.ADAPTER_WEIGHTS).write_bytes(b"changed")
     with pytest.raises(SystemExit, match="not the ones recorded"):
         trajectory.kept_checkpoints(cfg, out)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "configs").glob("trajectory_*.yaml")))
+def test_every_study_config_is_runnable_as_written(name: str) -> None:
+    """Each study config (the CPU one, the GPU one that no machine here can run, the tiny one) validates, names a
+    fit and a refine config that validate, checkpoints inside its stages, held-out tasks that do not train, a light
+    set for each task, and ablations that apply: what can be checked without running it."""
+    import ablations
+    import trajectory
+
+    from linq_train.fit.config import FitConfig, held_out_guard
+    from linq_train.refine.config import RefineConfig
+
+    cfg = trajectory.StudyConfig.model_validate(yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text()))
+    fit_raw = yaml.safe_load(trajectory.repo_path(cfg.fit).read_text())
+    fit = FitConfig.model_validate(fit_raw)
+    RefineConfig.model_validate(yaml.safe_load(trajectory.repo_path(cfg.refine).read_text()))
+    stages = {s.name: s for s in fit.stages}
+    for stage, steps in cfg.save_at.items():
+        assert stage in stages and all(0 < s <= stages[stage].max_steps for s in steps), (stage, steps)
+    trained = sorted({t for s in fit_raw["stages"] for t in (s.get("tasks") or s.get("mixture") or [])})
+    held_out_guard([*cfg.tasks, *cfg.light.values()], trained, cfg.fit)
+    light_dir = trajectory.repo_path(cfg.light_dir) if cfg.light_dir else REPO / "tasks_light"
+    assert set(cfg.light) == set(cfg.tasks)
+    assert all((light_dir / f"{light}.json").is_file() for light in cfg.light.values())
+    assert cfg.truth in {m.name for m in cfg.modes} and all(m.bits in (4, 8, 16) for m in cfg.modes)
+    for variant in cfg.ablations.variants if cfg.ablations else []:
+        FitConfig.model_validate(ablations.VARIANTS[variant](fit_raw))
