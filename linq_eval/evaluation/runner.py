@@ -241,7 +241,9 @@ def run(spec: RunSpec, task_names: list[str], cache_folder: str | Path, *, overw
             (on_reuse or (lambda t, p: logger.info("%s: reusing the stored result %s", t, p)))(task.metadata.name, path)
         model_result = model_result or one
         task_results.extend(one.task_results)
-    return model_result.model_copy(update={"task_results": task_results})
+    # mteb.evaluate leaves experiment_name empty; the folder the results went to is named by the encoder's meta
+    return model_result.model_copy(update={"task_results": task_results,
+                                           "experiment_name": encoder.mteb_model_meta.experiment_name})
 
 
 def _run_task(encoder: LinqEncoder, task: AbsTask, cache: Any, *, overwrite: bool, batch_size: int,  # noqa: ANN401
