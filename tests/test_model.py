@@ -336,3 +336,8 @@ def test_merge_adapter_quantises_the_merged_weights(tiny_mistral_dir: Path, tmp_
     assert len([p for p in (tmp_path / "cache" / "merged").iterdir() if p.is_dir()]) == 1
     with pytest.raises(LinqEvalError, match="give one"):
         build_model(str(tiny_mistral_dir), bits=4, merge_adapter=True, **common)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("LINQ_CACHE", str(blocked))  # a cache that cannot be written: one line naming the fix
+    with pytest.raises(LinqEvalError, match="set LINQ_CACHE to a writable folder"):
+        build_model(str(tiny_mistral_dir), bits=4, adapter=adapter, merge_adapter=True, **common)

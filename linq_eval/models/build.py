@@ -371,9 +371,15 @@ def build_model(
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if merge_adapter and bits != 16 and not for_training and adapter_dir is not None:
-        local = merged_model(name_or_path or default_model(), adapter_dir, dtype=dtype or sixteen_bit_dtype(device),
-                             revision=revision, device=device, trust_remote_code=trust_remote_code,
-                             allow_pickle=allow_pickle)
+        try:
+            local = merged_model(name_or_path or default_model(), adapter_dir, dtype=dtype or sixteen_bit_dtype(device),
+                                 revision=revision, device=device, trust_remote_code=trust_remote_code,
+                                 allow_pickle=allow_pickle)
+        except OSError as exc:  # a read-only or full cache folder: the merged model is as large as the 16-bit one
+            from linq_eval.core.settings import CACHE_ENV, cache_dir
+
+            raise LinqEvalError(f"cannot write the merged model under {cache_dir() / MERGED_SUBDIR} ({_first_line(exc)}): "
+                                f"set {CACHE_ENV} to a writable folder with room for a 16-bit copy of the model") from None
         adapter_dir = None  # in the weights now
     kwargs = _model_kwargs(bits, device, allow_pickle, dtype)
     if bits == 8:
