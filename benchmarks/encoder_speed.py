@@ -374,6 +374,9 @@ def main() -> None:  # noqa: PLR0915 -- a linear script
                              "systems encode this many texts of each mix (a random subset, the same for both)")
     parser.add_argument("--stock-as-loaded", action="store_true",
                         help="also time the stock path with the stand-in's chat template, as it loads")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time our encoder with its model under torch.compile (inductor, dynamic shapes) at "
+                             "the 16-bit dtype: what fusing the elementwise ops between the products would give")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-memory", action="store_true", help="skip the 4-bit memory measurement")
     parser.add_argument("--seed", type=int, default=0)
@@ -413,6 +416,10 @@ def main() -> None:  # noqa: PLR0915 -- a linear script
     if args.stock_as_loaded:
         models[f"stock_as_loaded_{sixteen}"] = stock(sixteen, plain=False)
     ours16 = models[f"ours_{sixteen}"]
+    if args.compile:  # compiled on the first calls (the warm-up and the first round, which the median leaves out)
+        compiled = build_model(path, bits=16, max_length=args.max_length, device="cpu", dtype=sixteen)
+        compiled[0].model = torch.compile(compiled[0].auto_model, dynamic=True)
+        models[f"ours-compiled_{sixteen}"] = LinqEncoder(compiled, show_progress=False)
 
     pool = light_set_pool(ours16) if {"realistic", "short"} & set(args.mixes) else None
     mixes: dict[str, dict[str, list[str]]] = {}
@@ -503,6 +510,9 @@ def main() -> None:  # noqa: PLR0915 -- a linear script
                         "tokens_per_text": {"ours": sum(lengths[mix, f"ours_{sixteen}"]) / sum(text_count.values()),
                                             "max": max(lengths[mix, f"ours_{sixteen}"]),
                                             "min": min(lengths[mix, f"ours_{sixteen}"])}}
+        if args.compile:
+            results[mix]["compiled_vs_ours (tokens/s)"] = ratio(per[f"ours-compiled_{sixteen}"]["tokens_per_second"],
+                                                                per[f"ours_{sixteen}"]["tokens_per_second"])
         if len(dtypes) > 1:
             results[mix]["bf16_vs_16bit_ours (tokens/s)"] = ratio(per["ours_bfloat16"]["tokens_per_second"],
                                                                   per[f"ours_{sixteen}"]["tokens_per_second"])
@@ -520,6 +530,7 @@ def main() -> None:  # noqa: PLR0915 -- a linear script
                      "cpu_token_budget": CPU_TOKEN_BUDGET, "seed": args.seed, "dtypes": dtypes,
                      "sixteen_bit_dtype": sixteen, "short_tokens": args.short_tokens,
                      "bf16_texts_per_mix": None if sixteen == "bfloat16" else args.bf16_texts,
+                     "compile": args.compile,
                      "stock_input": "plain text (no chat template), as Linq-Embed-Mistral's tokenizer feeds it",
                      "order": "systems interleaved round by round; median of the rounds"},
         "light_sets": {"query_share": pool["query_share"], "sets": pool["light_sets"],
