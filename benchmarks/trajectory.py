@@ -259,8 +259,10 @@ def evaluate_cell(cfg: StudyConfig, base_model: str, point: Checkpoint, mode: Mo
            "max_length": cfg.max_length, "dtype": cfg.dtype}
     atomic_write_json(job_dir / "job.json", job)
     start, used = time.perf_counter(), _children_cpu()
+    from linq_eval.core.children import child_env
+
     subprocess.run([sys.executable, "-m", "linq_eval.compare.job", str(job_dir / "job.json")], check=True,
-                   env={**os.environ, "TQDM_DISABLE": "1"})
+                   env=child_env({**os.environ, "TQDM_DISABLE": "1"}))  # the cell stops if the study is killed
     wall, cpu = time.perf_counter() - start, _children_cpu() - used
     result = read_json_file(job_dir / "job-result.json")
     if result.get("status") != "ok":

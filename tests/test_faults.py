@@ -228,3 +228,44 @@ def test_an_interrupted_build_leaves_no_folder_and_the_next_call_builds_afresh(t
     assert not target.exists()
     built_dir(target, ("weights.bin",), lambda partial: (partial / "weights.bin").write_bytes(b"w"))
     assert sorted(p.name for p in target.iterdir()) == ["weights.bin"]  # nothing of the interrupted build
+
+
+def test_a_child_job_stops_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """compare's and the study's evaluation children (linq_eval.compare.job) stop with their parent: a parent killed
+    on its own (kill -9, an OOM kill) must not leave one evaluating into folders a restarted run uses."""
+    child = ("from linq_eval.core.children import stop_with_parent\n"
+             "stop_with_parent()\n"
+             "import time; print('ready', flush=True); time.sleep(120)\n")
+    parent = ("import subprocess, sys\n"
+              "from linq_eval.core.children import child_env\n"
+              f"p = subprocess.Popen([sys.executable, '-c', {child!r}], env=child_env())\n"
+              "print(p.pid, flush=True)\n"
+              "p.wait()\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert proc.stdout is not None
+    pid = int(proc.stdout.readline())
+    assert proc.stdout.readline().strip() == "ready"  # the child is past stop_with_parent and sleeping
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        # a zombie until reaped by init: a dead child shows state Z
+        if Path(f"/proc/{pid}/stat").is_file() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the child outlived its killed parent")
+
+
+def test_a_child_job_whose_parent_is_already_gone_does_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from linq_eval.compare import job
+    from linq_eval.core.children import PARENT_ENV
+
+    monkeypatch.setenv(PARENT_ENV, "999999999")  # not this process's parent: it died before the child started
+    with pytest.raises(SystemExit, match="parent process 999999999 is gone"):
+        job.main(["/no/such/job.json"])

@@ -185,9 +185,10 @@ def execute(job: Any) -> dict[str, Any]:  # noqa: ANN401
     the run instead (exit 2; the launcher then stops every rank and its child): a sibling child on another rank
     could wait for the crashed one until the group's timeout (30 minutes), before the group has even formed.
     """
+    from linq_eval.core.children import child_env
     from linq_eval.models import distributed
 
-    env = distributed.child_env()
+    env = child_env(distributed.child_env())  # the job stops if this process is killed
     with tempfile.TemporaryDirectory(prefix="linq-eval-job-") as folder:  # private: every rank writes its own
         job_file = Path(folder) / "job.json"
         atomic_write_json(job_file, asdict(job))

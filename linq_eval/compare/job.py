@@ -119,8 +119,10 @@ def execute(job: Job) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from linq_eval.core.children import stop_with_parent
     from linq_eval.models import distributed
 
+    stop_with_parent()  # a killed compare or study never leaves this job writing into a restarted run's folders
     path = Path((argv or sys.argv[1:])[0])
     job = Job(**read_json_file(path))
     result = execute(job)
