@@ -25,6 +25,7 @@ Run (hours on 2 CPU cores; resumable; the same script runs a bigger model on a G
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -567,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-only", action="store_true", help="stop after training")
     parser.add_argument("--report", action="store_true",
                         help="recompute the analysis, table and figure from the stored cells only (no model)")
+    parser.add_argument("--recheck", nargs=2, metavar=("CHECKPOINT", "MODE"),
+                        help="score a stored cell again on this machine and compare per query (out/rechecks/)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = StudyConfig.model_validate(yaml.safe_load(repo_path(args.config).read_text(encoding="utf-8")))
@@ -582,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         return report_from_cells(cfg, out)
     kept = kept_checkpoints(cfg, out)
+    if args.recheck:
+        return recheck(cfg, kept, *args.recheck, work=work, out=out)
     if kept is not None:  # committed: evaluated as they are, on any machine
         base_model, points = kept
     else:
@@ -612,6 +617,45 @@ def main(argv: list[str] | None = None) -> int:
         if len(done) >= 2:  # the analysis so far: an interrupted study still reports what it has
             write_study(cfg, done, cells, reference, total=len(points), out=out)
     print((out / "trajectory.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def recheck(cfg: StudyConfig, kept: tuple[str, list[Checkpoint]] | None, checkpoint: str, mode_name: str, *,
+            work: Path, out: Path) -> int:
+    """Score a stored cell again here, in a folder of its own, and compare per query: does this machine (its CPU's
+    instruction set, its libraries) reproduce what another one stored? Writes
+    ``out/rechecks/<checkpoint>-<mode>-<cpu isa>.json`` and the fresh cell under ``out/rechecks/<cpu isa>/``."""
+    from linq_eval.core.precision import cpu_isa
+
+    stored_path = out / "cells" / checkpoint / f"{mode_name}.json"
+    if not stored_path.is_file():
+        raise SystemExit(f"no stored cell {stored_path}: recheck a cell the study has scored")
+    stored = read_json_file(stored_path)
+    mode = next((m for m in cfg.modes if m.name == mode_name), None)
+    if mode is None:
+        raise SystemExit(f"mode {mode_name!r} is not among the config's modes {[m.name for m in cfg.modes]}")
+    if kept is None:
+        raise SystemExit("--recheck scores the committed checkpoints: set keep_checkpoints and run the study first")
+    base_model, points = kept
+    point = next((p for p in points if p.name == checkpoint), None)
+    if point is None or adapter_digest(point.adapter) != stored.get("adapter_sha256"):
+        raise SystemExit(f"{checkpoint}: not a committed checkpoint with the weights its stored cell scored")
+    isa = cpu_isa()
+    # its cell (per-query scores) is kept beside the comparison: out/rechecks/<isa>/cells/<checkpoint>/<mode>.json
+    fresh = evaluate_cell(cfg, base_model, point, mode, work / "recheck" / isa, out / "rechecks" / isa)
+    tasks = {}
+    for task, values in stored["tasks"].items():
+        queries = sorted(values["per_query"])
+        ours, theirs = per_query_pair(fresh["tasks"][task]["per_query"], values["per_query"], queries)
+        diff = np.abs(ours - theirs)
+        tasks[task] = {"queries": len(queries), "differing": int((diff > 0).sum()),
+                       "max_abs_difference": float(diff.max()), "mean_here": float(ours.mean()),
+                       "mean_stored": float(theirs.mean())}
+    record = {"checkpoint": checkpoint, "mode": mode_name, "stored_cpu_isa": stored.get("cpu_isa"), "cpu_isa": isa,
+              "dtype": fresh["dtype"], "stored_dtype": stored["dtype"], "tasks": tasks,
+              "identical": all(t["differing"] == 0 for t in tasks.values())}
+    atomic_write_json(out / "rechecks" / f"{checkpoint}-{mode_name}-{isa}.json", record)
+    print(json.dumps(record, indent=1))
     return 0
 
 

@@ -97,6 +97,16 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert json.loads((out / "trajectory.json").read_text()) == study
     assert (out / "trajectory.md").read_text() == (tmp_path / "copy" / "trajectory.md").read_text()
 
+    # a stored cell scored again on this machine reproduces per query (fp32, same machine): the recheck says so
+    again = subprocess.run([*command, "--recheck", "homogeneous-3", "light16"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    (rechecked,) = (out / "rechecks").glob("homogeneous-3-light16-*.json")
+    record = json.loads(rechecked.read_text())
+    assert record["identical"] is True and record["tasks"]["ADIRetrieval-light"]["differing"] == 0
+    assert record["cpu_isa"] == record["stored_cpu_isa"]
+    assert (out / "rechecks" / record["cpu_isa"] / "cells" / "homogeneous-3" / "light16.json").is_file()
+
     # the ablations: the recipe is the study's final checkpoint (reused), the variant trains and is compared
     ablate = [sys.executable, str(REPO / "benchmarks" / "ablations.py"), str(tmp_path / "trajectory_tiny.yaml")]
     done = subprocess.run(ablate, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
