@@ -509,7 +509,11 @@ def report(study: dict[str, Any], cfg: StudyConfig, out: Path) -> None:
              f"checkpoints evaluated: {study['evaluated']}" + ("" if study["complete"] else " (the study is not "
                                                                "finished: rerun the command to go on)") + ".", "",
              *[f"Mode {m}'s cells ran on CPUs with different instruction sets ({', '.join(v)}): quantised CPU "
-               "kernels differ between them.\n" for m, v in study.get("cpu_isa", {}).items()
+               "kernels differ between them." + "".join(
+                   f" Rechecked: {r['checkpoint']} on {r['cpu_isa']} (stored on {r['stored_cpu_isa']}), "
+                   f"{r['differing']} of {r['queries']} queries differ, macro {r['macro_difference']:+.4f}."
+                   for r in study.get("rechecks", []) if r["mode"] == m) + "\n"
+               for m, v in study.get("cpu_isa", {}).items()
                if len(v) > 1 and any(mode.bits < 16 for mode in cfg.modes if mode.name == m)],
              "| mode | τ macro | Pearson | sig. pairs reversed | best | truth tells it from its best | gate agree vs base"
              " | vs previous | wall × | CPU × | tokens × |", "|---|---:|---:|---|---|---|---|---|---:|---:|---:|"]
@@ -689,10 +693,24 @@ def write_study(cfg: StudyConfig, done: list[Checkpoint], cells: dict[str, dict[
     # the CPUs' instruction sets per mode: quantised kernels differ between them (16-bit fp32 scores do not)
     isas = {m: sorted({str(cells[m][p.name].get("cpu_isa")) for p in done}) for m in cells}
     study = {"config": cfg.model_dump(), "complete": len(done) == total, "evaluated": f"{len(done)}/{total}",
-             "cpu_isa": isas, **study, "reference": reference_scores(cfg, reference, cells[cfg.truth][done[-1].name])}
+             "cpu_isa": isas, "rechecks": rechecks(out), **study,
+             "reference": reference_scores(cfg, reference, cells[cfg.truth][done[-1].name])}
     study = finite_or_none(study)  # a tau over tied scores is NaN: stored as null, as every JSON we write is strict
     atomic_write_json(out / "trajectory.json", study)
     report(study, cfg, out)
+
+
+def rechecks(out: Path) -> list[dict[str, Any]]:
+    """The stored cells scored again on other machines (``--recheck``): how far a machine moves a mode's scores."""
+    rows = []
+    for path in sorted((out / "rechecks").glob("*.json")):
+        r = read_json_file(path)
+        tasks = r["tasks"].values()
+        rows.append({"checkpoint": r["checkpoint"], "mode": r["mode"], "cpu_isa": r["cpu_isa"],
+                     "stored_cpu_isa": r["stored_cpu_isa"], "queries": sum(t["queries"] for t in tasks),
+                     "differing": sum(t["differing"] for t in tasks),
+                     "macro_difference": float(np.mean([t["mean_here"] - t["mean_stored"] for t in tasks]))})
+    return rows
 
 
 def reference_scores(cfg: StudyConfig, reference: dict | None, final: dict) -> dict[str, Any] | None:

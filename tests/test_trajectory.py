@@ -106,6 +106,10 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert record["identical"] is True and record["tasks"]["ADIRetrieval-light"]["differing"] == 0
     assert record["cpu_isa"] == record["stored_cpu_isa"]
     assert (out / "rechecks" / record["cpu_isa"] / "cells" / "homogeneous-3" / "light16.json").is_file()
+    again = subprocess.run([*command, "--report"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [(r["mode"], r["differing"], r["queries"]) for r in json.loads((out / "trajectory.json").read_text())
+            ["rechecks"]] == [("light16", 0, 35)]  # the analysis lists the rechecks
 
     # the ablations: the recipe is the study's final checkpoint (reused), the variant trains and is compared
     ablate = [sys.executable, str(REPO / "benchmarks" / "ablations.py"), str(tmp_path / "trajectory_tiny.yaml")]
