@@ -394,7 +394,8 @@ def _baseline_list(args: argparse.Namespace) -> int:
             continue
         p = b.provenance
         tasks = ", ".join(f"{t} ({len(s.per_query)})" for t, s in b.tasks.items())
-        table.add_row(b.name, p.model or "Linq-Embed-Mistral", p.adapter or "-", str(p.bits), str(p.max_length), tasks,
+        bits = f"{p.bits} (adapters merged)" if p.merge_adapter else str(p.bits)
+        table.add_row(b.name, p.model or "Linq-Embed-Mistral", p.adapter or "-", bits, str(p.max_length), tasks,
                       b.created)
     console().print(table)
     for backup, original in backups.items():  # kept by `baseline save --force`: not baselines, but restorable

@@ -346,6 +346,9 @@ def test_a_baseline_records_merge_adapter_and_its_checkpoints_are_merged(tmp_pat
     assert main(["baseline", "save", "adi4", "-m", MINILM, "--bits", "4", "--dtype", "float32", "--merge-adapter",
                  "-t", "ADIRetrieval", "--dir", str(folder), "--cache", str(cache)]) == 0
     assert load_baseline("adi4", folder).provenance.merge_adapter is True
+    capsys.readouterr()
+    assert main(["baseline", "list", "--dir", str(folder)]) == EXIT_OK
+    assert "4 (adapters merged)" in capsys.readouterr().out
     get_peft_model(AutoModel.from_pretrained(resolve(MINILM)), LoraConfig(r=4, target_modules="all-linear")) \
         .save_pretrained(tmp_path / "adapter")
     code, stdout, _ = _gate([str(tmp_path / "adapter"), "--baseline", "adi4", "--dir", str(folder), "--cache",
