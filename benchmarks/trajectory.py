@@ -393,14 +393,15 @@ def cell_difference(a: dict, b: dict, names: dict[str, str] | None = None) -> di
     return paired_difference(pairs)
 
 
-def _mean_cost(costs: list[dict[str, Any]]) -> dict[str, float | None]:
-    """Means of the cells' cost fields; CPU seconds None where a cell predates that measurement."""
+def _median_cost(costs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Medians of the cells' cost fields over the checkpoints (a study that spans sessions has the odd cell slowed
+    by a paused or shared machine; a median is not moved by it); CPU seconds None where a cell predates them."""
     cpu = [c.get("cpu_seconds") for c in costs]
-    mean = {key: float(np.mean([c[key] for c in costs])) for key in ("wall_seconds", "load_seconds", "eval_seconds",
-                                                                       "tokens")}
-    return {"wall_seconds": mean["wall_seconds"], "cpu_seconds": None if None in cpu else float(np.mean(cpu)),
-            "load_seconds": mean["load_seconds"], "eval_seconds": mean["eval_seconds"], "tokens": mean["tokens"],
-            "peak_rss_bytes": float(np.mean([c["peak_rss_bytes"] or 0 for c in costs]))}
+    median = {key: float(np.median([c[key] for c in costs])) for key in ("wall_seconds", "load_seconds",
+                                                                          "eval_seconds", "tokens")}
+    return {"wall_seconds": median["wall_seconds"], "cpu_seconds": None if None in cpu else float(np.median(cpu)),
+            "load_seconds": median["load_seconds"], "eval_seconds": median["eval_seconds"], "tokens": median["tokens"],
+            "peak_rss_bytes": float(np.median([c["peak_rss_bytes"] or 0 for c in costs]))}
 
 
 def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[str, dict]]) -> dict[str, Any]:
@@ -435,7 +436,7 @@ def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[st
     verdicts = {name: {"vs_base": [_gate(matrices[name], k, 0, cfg.delta) for k in range(1, n)],
                        "vs_previous": [_gate(matrices[name], k, k - 1, cfg.delta) for k in range(1, n)]}
                 for name in modes}
-    truth_cost = _mean_cost([cells[truth][p.name]["cost"] for p in points])
+    truth_cost = _median_cost([cells[truth][p.name]["cost"] for p in points])
     truth_best = int(np.argmax(macro[truth]))
     rows = []
     for name in modes:
@@ -450,7 +451,7 @@ def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[st
         est, low, high = stratified_macro_ci({t: (m[truth_best], m[best]) for t, m in matrices[truth].items()})
         agree = {key: sum(a == b for a, b in zip(verdicts[name][key], verdicts[truth][key], strict=True))
                  for key in ("vs_base", "vs_previous")}
-        cost = _mean_cost([cells[name][p.name]["cost"] for p in points])
+        cost = _median_cost([cells[name][p.name]["cost"] for p in points])
         rows.append({
             "mode": name, "bits": modes[name].bits, "light": modes[name].light,
             "kendall_tau": {"macro": kendall_tau(macro[name], macro[truth]), **per_task_tau},
@@ -537,7 +538,7 @@ def report(study: dict[str, Any], cfg: StudyConfig, out: Path) -> None:
             per_task = " | ".join(f"{v['difference']:+.4f} (p {v['p_holm']:.3f})" for v in d["tasks"].values())
             lines.append(f"| {r['mode']} | {d['macro']['difference']:+.4f} | [{d['macro']['ci95'][0]:+.4f}, "
                          f"{d['macro']['ci95'][1]:+.4f}] | {per_task} |")
-    lines += ["", "Cost of one checkpoint's evaluation in each mode (mean over the checkpoints; load: the model; "
+    lines += ["", "Cost of one checkpoint's evaluation in each mode (median over the checkpoints; load: the model; "
               "evaluation: encoding, search and scoring, all tasks; wall and CPU: the cell's whole process):", "",
               "| mode | load s | evaluation s | wall s | CPU s | tokens | peak memory GB |",
               "|---|---:|---:|---:|---:|---:|---:|"]
