@@ -160,10 +160,11 @@ def report_md(study: dict[str, Any]) -> str:
         cells = [f"{v['difference']:+.4f} ({v['p_holm']:.3f})" for v in row["seed_mean"]["tasks"].values()]
         lines.append(f"| {name} | {', '.join(map(str, row['seeds']))} | {m['difference']:+.4f} | "
                      f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] | {m['verdict']} | " + " | ".join(cells) + " |")
-    lines += ["", "| run | macro nDCG@10 | training seconds |", "|---|---:|---:|"]
+    lines += ["", "| run | macro nDCG@10 | training seconds | trained on |", "|---|---:|---:|---|"]
     for run in study["runs"]:
         lines.append(f"| {run['variant']} seed {run['seed']} | {run['macro']:.4f} | "
-                     f"{'-' if run['train_seconds'] is None else round(run['train_seconds'])} |")
+                     f"{'-' if run['train_seconds'] is None else round(run['train_seconds'])} | "
+                     f"{run.get('train_cpu_isa') or '-'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -232,7 +233,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         logger.info("evaluating %s", label)
         record = trajectory.evaluate_cell(cfg, raw["base_model"], point, truth, work, out)
         if "train_seconds" not in record:  # measured once, when it trained
-            record = {**record, "train_seconds": seconds, "data_sha256": data_sha256}
+            from linq_eval.core.precision import cpu_isa
+
+            # fp32 training is not bit-identical across instruction sets: a comparison across machines says so
+            record = {**record, "train_seconds": seconds, "data_sha256": data_sha256, "train_cpu_isa": cpu_isa()}
             atomic_write_json(cell, record)
         return record
 
@@ -244,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
             cells.setdefault(variant, {})[seed] = record
             runs.append({"variant": variant, "seed": seed, "checkpoint": record["checkpoint"],
                          "macro": float(np.mean([t["mean"] for t in record["tasks"].values()])),
-                         "train_seconds": record.get("train_seconds")})
+                         "train_seconds": record.get("train_seconds"), "train_cpu_isa": record.get("train_cpu_isa")})
             study = {"truth": cfg.truth, "tasks": cfg.tasks, "variants": cfg.ablations.variants,
                      "seeds": cfg.ablations.seeds, "runs": runs, "comparisons": compare_all(cells),
                      "complete": False}

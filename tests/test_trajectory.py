@@ -119,7 +119,7 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert ablations["complete"] is True
     runs = {r["variant"]: r for r in ablations["runs"]}
     assert runs["recipe"]["checkpoint"] == "homogeneous-3" and runs["recipe"]["train_seconds"] is None
-    assert runs["unfiltered"]["train_seconds"] > 0
+    assert runs["unfiltered"]["train_seconds"] > 0 and runs["unfiltered"]["train_cpu_isa"]
     row = ablations["comparisons"]["unfiltered"]
     assert row["seeds"] == [0] and set(row["seed_mean"]["tasks"]) == {"ADIRetrieval"}
     assert row["seed_mean"]["macro"]["verdict"] in {"better", "worse", "no difference shown"}
