@@ -26,9 +26,10 @@ MERGE_HELP = ("at 4/8 bits, merge a LoRA adapter into the 16-bit weights and qua
               "for the checkpoints gated against it")
 
 
-def _check_merge(args: argparse.Namespace) -> None:
-    if args.merge_adapter and not args.adapter:
-        raise LinqEvalError("--merge-adapter merges an adapter into the base before quantising: give --adapter")
+def _check_merge(args: argparse.Namespace) -> bool:
+    from linq_eval.core.precision import merges
+
+    return merges(args.bits, args.adapter, args.merge_adapter)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -354,7 +355,7 @@ def _baseline_save(args: argparse.Namespace) -> int:
     tasks = light_task_names(args.light) if args.light is not None else args.tasks
     settings = EvalSettings(bits=args.bits, max_length=args.max_length, dtype=args.dtype,
                             instructions=args.instructions, batch_size=args.batch_size,
-                            merge_adapter=args.merge_adapter and args.bits != 16)
+                            merge_adapter=args.merge_adapter and args.bits != 16)  # for the checkpoints gated against it
     from linq_eval.models import distributed
 
     distributed.init()  # under torchrun / accelerate launch: each rank encodes a share, rank 0 writes

@@ -4,6 +4,7 @@ may be empty; a rank that dies fails the run with no result file written."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -45,6 +46,25 @@ def test_world_outside_a_launcher_is_one_process(monkeypatch: pytest.MonkeyPatch
     assert world().size == 1
 
 
+def _launch(command: list[str], timeout: float = 600, env: dict[str, str] = ENV) -> subprocess.CompletedProcess:
+    """Run a launcher (torchrun, accelerate launch) in a process group of its own: on a timeout the whole group
+    is killed, since killing the launcher alone leaves its ranks running (and loading the cores of later tests)."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        _kill_group(process)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL what is left of a launcher started with ``start_new_session=True``: the launcher and its ranks."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def _files(folder: Path) -> dict[str, bytes]:
     """Relative path -> content of what a run wrote: predictions, per-query scores and the result scores."""
     out = {}
@@ -80,8 +100,7 @@ def test_two_processes_write_what_one_writes(launcher: str, tiny_mistral_dir: Pa
     start = ([str(BIN / "torchrun"), "--nproc-per-node", "2", "-m", "linq_eval"] if launcher == "torchrun" else
              # accelerate's --cpu starts one process; its multi-GPU launcher (torch elastic) runs on CPUs too
              [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "-m", "linq_eval"])
-    done = subprocess.run([*start, *_run_args(tiny_mistral_dir, out, "ADIRetrieval", "BIOSSES")], env=ENV,
-                          capture_output=True, text=True, timeout=600)
+    done = _launch([*start, *_run_args(tiny_mistral_dir, out, "ADIRetrieval", "BIOSSES")])
     assert done.returncode == 0, done.stderr[-3000:]
     ours, reference = _files(out), _files(single)
     assert set(ours) == set(reference) and len(reference) >= 5  # 2 results, 2 predictions, 1 per-query file
@@ -115,8 +134,7 @@ def test_an_empty_shard_and_uneven_shards(tiny_mistral_dir: Path, tmp_path: Path
 
     script = tmp_path / "shards.py"
     script.write_text(SHARD_SCRIPT)
-    done = subprocess.run([str(BIN / "torchrun"), "--nproc-per-node", "2", str(script), str(tiny_mistral_dir),
-                           str(tmp_path)], env=ENV, capture_output=True, text=True, timeout=600)
+    done = _launch([str(BIN / "torchrun"), "--nproc-per-node", "2", str(script), str(tiny_mistral_dir), str(tmp_path)])
     assert done.returncode == 0, done.stderr[-3000:]
     encoder = LinqEncoder(build_model(str(tiny_mistral_dir), device="cpu", dtype="float32", max_length=64),
                           show_progress=False)
@@ -161,8 +179,7 @@ def test_rank_0s_answer_and_failure_reach_every_rank(tmp_path: Path) -> None:
     LinqEvalError as such (exit 2 everywhere), anything else as a RuntimeError naming it."""
     script = tmp_path / "from_main.py"
     script.write_text(FROM_MAIN_SCRIPT)
-    done = subprocess.run([str(BIN / "torchrun"), "--nproc-per-node", "2", str(script)], env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    done = _launch([str(BIN / "torchrun"), "--nproc-per-node", "2", str(script)], timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 0: value 41 | LinqEvalError: stored result unreadable | KeyError: 'internal'" in done.stdout
     assert ("rank 1: value 41 | LinqEvalError: stored result unreadable | RuntimeError: rank 0 failed: KeyError: "
@@ -186,7 +203,7 @@ def test_a_rank_that_dies_fails_the_run_and_writes_no_result(tiny_mistral_dir: P
     out = tmp_path / "killed"
     process = subprocess.Popen([str(BIN / "torchrun"), "--nproc-per-node", "2", "-m", "linq_eval",
                                 *_run_args(tiny_mistral_dir, out, "CACMRetrieval")], env=ENV,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
         # rank 0 opens the task's staging folder once evaluation starts: then rank 1 dies (SIGKILL, no cleanup)
@@ -197,8 +214,7 @@ def test_a_rank_that_dies_fails_the_run_and_writes_no_result(tiny_mistral_dir: P
         os.kill(pid, signal.SIGKILL)
         _, stderr = process.communicate(timeout=300)
     finally:
-        if process.poll() is None:
-            process.kill()
+        _kill_group(process)
     assert process.returncode != 0
     written = [p for p in out.rglob("*.json") if not p.relative_to(out).parts[0].startswith(".")
                and p.name != "model_meta.json"]
@@ -214,8 +230,7 @@ def _one(*args: str, env: dict[str, str] = ENV) -> subprocess.CompletedProcess:
 
 
 def _two(*args: str, env: dict[str, str] = ENV) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "torchrun"), "--nproc-per-node", "2", "-m", "linq_eval", "-v", *args], env=env,
-                          capture_output=True, text=True, timeout=600)
+    return _launch([str(BIN / "torchrun"), "--nproc-per-node", "2", "-m", "linq_eval", "-v", *args], env=env)
 
 
 def _outputs(folder: Path, root: Path | None = None) -> dict[str, object]:
@@ -310,7 +325,7 @@ def test_a_precision_that_crashes_on_one_rank_stops_compare_and_writes_nothing(t
     process = subprocess.Popen([str(BIN / "torchrun"), "--nproc-per-node", "2", "-m", "linq_eval", "compare",
                                 "--bits", "8", "16", "-m", str(tiny_mistral_dir), "-t", "ADIRetrieval", "--no-aa",
                                 "--output-folder", str(tmp_path / "mteb"), "--out", str(tmp_path / "out")], env=ENV,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline, killed = time.monotonic() + 300, None
         while killed is None and time.monotonic() < deadline and process.poll() is None:
@@ -325,8 +340,7 @@ def test_a_precision_that_crashes_on_one_rank_stops_compare_and_writes_nothing(t
         assert killed is not None, "rank 1's child was not found"
         _, stderr = process.communicate(timeout=120)
     finally:
-        if process.poll() is None:
-            process.kill()
+        _kill_group(process)
     assert process.returncode != 0
     assert time.monotonic() - killed < 60  # not the group's timeout
     assert "rank 1: 16 bits of" in stderr and "crashed (exit -9" in stderr, stderr[-3000:]

@@ -334,7 +334,7 @@ def test_merge_adapter_quantises_the_merged_weights(tiny_mistral_dir: Path, tmp_
     same16 = build_model(str(tiny_mistral_dir), bits=16, adapter=adapter, merge_adapter=True, **common)
     np.testing.assert_array_equal(same16.encode(texts), on_load16.encode(texts))
     assert len([p for p in (tmp_path / "cache" / "merged").iterdir() if p.is_dir()]) == 1
-    with pytest.raises(LinqEvalError, match="give one"):
+    with pytest.raises(LinqEvalError, match="give --adapter"):
         build_model(str(tiny_mistral_dir), bits=4, merge_adapter=True, **common)
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("")

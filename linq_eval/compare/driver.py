@@ -20,6 +20,7 @@ from typing import Any
 
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.files import atomic_write_json, read_json_file
+from linq_eval.core.precision import merges
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,7 @@ def _slug(text: str) -> str:
 def make_systems(models: list[str] | None, adapters: list[str] | None, *, merge: bool = False) -> list[CompareSystem]:
     """Each --model as it is, then the first model with each --adapter (a checkpoint) on top; with ``merge``
     (--merge-adapter) the adapters are merged before quantising, and their labels say so."""
-    if merge and not adapters:
-        raise LinqEvalError("--merge-adapter merges an adapter into the base before quantising: give --adapter")
+    merges(16, adapters, merge)  # merging asks for an adapter
     models = models or [None]
     systems = [CompareSystem(m or "Linq-Embed-Mistral", m) for m in models]
     systems += [CompareSystem(f"{systems[0].label}+{Path(a).name}{' (merged)' if merge else ''}", models[0], a,
@@ -139,14 +139,14 @@ def _jobs(spec: CompareSpec, sample: dict[str, list[str]]) -> list[tuple[str, in
             out = runs / f"{_slug(s.label)}-{bits}bit.json"
             jobs.append((s.label, bits, False, Job(s.model, bits, s.adapter, spec.tasks, spec.cache, str(out),
                                                     spec.batch_size, None, spec.max_length, sample, digests,
-                                                    spec.dtype, s.merge_adapter and bits != 16)))
+                                                    spec.dtype, merges(bits, s.adapter, s.merge_adapter))))
         if spec.aa:  # the reference precision again, batched otherwise, into a cache of its own
             out = runs / f"{_slug(s.label)}-{spec.bits[0]}bit-aa.json"
             jobs.append((s.label, spec.bits[0], True, Job(s.model, spec.bits[0], s.adapter, spec.tasks,
                                                            str(Path(spec.out) / "aa-cache"), str(out),
                                                            AA_BATCH["batch_size"], AA_BATCH["max_tokens_per_batch"],
                                                            spec.max_length, {}, digests, spec.dtype,
-                                                           s.merge_adapter and spec.bits[0] != 16)))
+                                                           merges(spec.bits[0], s.adapter, s.merge_adapter))))
     return jobs
 
 

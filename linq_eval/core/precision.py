@@ -42,6 +42,16 @@ def check_bits(bits: int | str) -> int:
     return value
 
 
+def merges(bits: int, adapter: object, asked: bool) -> bool:
+    """Whether a run merges its adapter into the base before quantising (``--merge-adapter``): only when asked,
+    with an adapter, below 16 bits (at 16 bits merged and unmerged are the same model, so a 16-bit run, job or
+    baseline never records the setting). Asking without an adapter is an error.
+    """
+    if asked and not adapter:
+        raise LinqEvalError("--merge-adapter merges an adapter into the base before quantising: give --adapter")
+    return bool(asked) and bits != 16
+
+
 DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:[0-9]{1,3})?")
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.files import read_json_file
+from linq_eval.core.precision import merges
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTask
@@ -41,8 +42,9 @@ class RunSpec:
 
     @property
     def merges(self) -> bool:
-        """Whether the adapter is merged before quantising (16 bits always merge: the option is moot there)."""
-        return self.merge_adapter and self.adapter is not None and self.bits != 16
+        """Whether the adapter is merged before quantising (at 16 bits the option is moot; without an adapter it
+        is a gate baseline's setting for its checkpoints, nothing to merge here)."""
+        return self.adapter is not None and merges(self.bits, self.adapter, self.merge_adapter)
 
 
 def get_task(name: str, *, task_type: str | None = None, purpose: str = "") -> AbsTask:

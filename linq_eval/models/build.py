@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.precision import DTYPES, PRECISIONS, check_bits, check_device, cpu_supports_bf16
+from linq_eval.core.precision import DTYPES, PRECISIONS, check_bits, check_device, cpu_supports_bf16, merges
 from linq_eval.core.settings import DEFAULT_MODEL, MODEL_ENV, default_model
 
 if TYPE_CHECKING:
@@ -356,8 +356,7 @@ def build_model(
     if max_length is not None and max_length < 2:
         raise LinqEvalError(f"max_length={max_length} is too small: give at least 2 tokens")
     adapter_dir = check_adapter(adapter, allow_pickle=allow_pickle) if adapter is not None else None
-    if merge_adapter and adapter_dir is None:
-        raise LinqEvalError("merge_adapter (--merge-adapter) merges an adapter into the base: give one (--adapter)")
+    merge = merges(bits, adapter_dir, merge_adapter)
     source = resolve(name_or_path or default_model())
     local = check_model_source(source)
     if local is not None and not allow_pickle and not any(Path(local).glob("*.safetensors")) \
@@ -370,7 +369,7 @@ def build_model(
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if merge_adapter and bits != 16 and not for_training and adapter_dir is not None:
+    if merge and not for_training:
         try:
             local = merged_model(name_or_path or default_model(), adapter_dir, dtype=dtype or sixteen_bit_dtype(device),
                                  revision=revision, device=device, trust_remote_code=trust_remote_code,
