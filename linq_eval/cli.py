@@ -543,6 +543,10 @@ def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int
     # nothing): register now if mteb is loaded, else once it is
     install_mteb_hook(respect_env=False)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.verbose:
+        from linq_eval.core.quiet import quiet_libraries
+
+        quiet_libraries()  # one display of ours: the libraries' bars and INFO logs only with -v
     # bitsandbytes warns on every CPU run that an optional kernels package is missing; it is harmless.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:

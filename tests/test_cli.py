@@ -78,6 +78,17 @@ def test_linq_eval_run_prints_scores(tiny_mistral_dir: Path, tmp_path: Path) -> 
     assert "ADIRetrieval" in res.stdout
     experiment = next(line for line in res.stdout.splitlines() if line.startswith("experiment:"))
     assert "bits_16" in experiment  # the experiment folder its results went to (mteb's own result leaves it empty)
+    # quiet: stdout starts with the results; no bar of mteb, datasets or transformers on stderr (not a terminal:
+    # our own display is off too)
+    assert res.stdout.startswith("model: "), res.stdout[:200]
+    assert "it/s" not in res.stderr and "%|" not in res.stderr, res.stderr[-2000:]
+
+
+def test_verbose_shows_the_libraries_progress(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    res = run_cli("linq-eval", "-v", "run", "-m", str(tiny_mistral_dir), "-t", "ADIRetrieval", "--output-folder",
+                  str(tmp_path / "cache"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Evaluating tasks" in res.stderr and "Searching corpus chunks" in res.stderr, res.stderr[-2000:]
 
 
 def test_merge_adapter_runs_in_an_experiment_of_its_own(tiny_mistral_dir: Path, tmp_path: Path) -> None:

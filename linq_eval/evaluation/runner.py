@@ -256,9 +256,11 @@ def _run_task(encoder: LinqEncoder, task: AbsTask, cache: Any, *, overwrite: boo
     import mteb
 
     from linq_eval.core.per_query import per_query_path, sibling_path
+    from linq_eval.core.quiet import library_bars
     from linq_eval.evaluation.result_store import commit, readable_result, staging_folder, task_lock
     from linq_eval.models import distributed
 
+    bars = show_progress and library_bars()  # mteb's bars beside our encoder's display only with -v
     meta = encoder.mteb_model_meta
     root = cache.cache_path
     result_path = cache.get_task_result_path(task.metadata.name, meta)
@@ -283,9 +285,9 @@ def _run_task(encoder: LinqEncoder, task: AbsTask, cache: Any, *, overwrite: boo
         with _documents_from(encoder, embedding_cache) as model:
             result = mteb.evaluate(model, [task], cache=staged_cache,
                                    overwrite_strategy="always" if overwrite else "only-missing",
-                                   encode_kwargs={"batch_size": batch_size},
+                                   encode_kwargs={"batch_size": batch_size, "show_progress_bar": bars},
                                    prediction_folder=(staged / rel_predictions).parent,
-                                   show_progress_bar=show_progress)
+                                   show_progress_bar=bars)
         reused = before is not None and (staged / rel_result).read_bytes() == before
         if not reused:
             rel_per_query = per_query_path(root, result_path).relative_to(root)

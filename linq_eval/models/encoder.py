@@ -238,6 +238,7 @@ class LinqEncoder(AbsEncoder):
     def _encode_local(self, texts: list[str], batch_size: int, label: str) -> np.ndarray:
         """Tokenize once, cut token-budget batches, encode them (this rank's share of them under
         ``torch.distributed``, gathered into the full matrix on every rank)."""
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         from linq_eval.models import distributed
@@ -264,9 +265,12 @@ class LinqEncoder(AbsEncoder):
         self.usage.setdefault(side, {"texts": 0, "tokens": 0, "seconds": 0.0})["tokens"] += sum(lengths)
         out = np.empty((len(mine) if spread else len(texts), self.model.get_embedding_dimension()), dtype=np.float32)
         position = {int(i): k for k, i in enumerate(mine)} if spread else None
-        show = self.show_progress and distributed.world().main
+        # on stderr, and only on a terminal: piped or logged, a finished transient display still leaves a blank
+        # line in the output (stdout holds results)
+        screen = Console(stderr=True)
+        show = self.show_progress and distributed.world().main and screen.is_terminal
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      disable=not show, transient=True) as progress:
+                      console=screen, disable=not show, transient=True) as progress:
             bar = progress.add_task(label, total=len(mine))
             for idx in batches:
                 emb = self._forward(encoded, idx)
