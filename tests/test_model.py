@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +159,11 @@ def _save_adapter(base_dir: Path, out: Path) -> Path:
 def test_adapter_is_applied(tiny_mistral_dir: Path, tmp_path: Path) -> None:
     adapter = _save_adapter(tiny_mistral_dir, tmp_path / "adapter")
     base = build_model(str(tiny_mistral_dir), device="cpu")
-    tuned = build_model(str(tiny_mistral_dir), adapter=adapter, device="cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuned = build_model(str(tiny_mistral_dir), adapter=adapter, device="cpu")
+    # peft's read of a property transformers 5 deprecated is not the user's business: no FutureWarning per load
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
     a, b = base.encode(TEXTS[:2]), tuned.encode(TEXTS[:2])
     assert not np.allclose(a, b, atol=1e-3)
     kept = build_model(str(tiny_mistral_dir), adapter=adapter, device="cpu", for_training=True)

@@ -248,11 +248,15 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def _apply_adapter(model: SentenceTransformer, adapter: Path, *, merge: bool, trainable: bool) -> None:
+    import warnings
+
     from peft import PeftModel
 
     transformer = model[0]
     try:
-        peft_model = PeftModel.from_pretrained(transformer.auto_model, str(adapter), is_trainable=trainable)
+        with warnings.catch_warnings():  # peft reads a property transformers 5 deprecated: a FutureWarning per load
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+            peft_model = PeftModel.from_pretrained(transformer.auto_model, str(adapter), is_trainable=trainable)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise LinqEvalError(
             f"adapter {adapter} does not match the base model ({_first_line(exc, 200)}): "
