@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from _linq_eval_hook import install as install_mteb_hook
-from linq_eval.core.console import console
+from linq_eval.core.console import console, status
 from linq_eval.core.errors import EXIT_ERROR, EXIT_INTERRUPTED, LinqEvalError
 from linq_eval.core.precision import DTYPES
 
@@ -254,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
                    instructions=args.instructions, overrides=overrides, device=args.device, dtype=args.dtype,
                    devices=args.devices, merge_adapter=args.merge_adapter)
     def reused(task: str, path: Path) -> None:
-        print(f"{task}: stored result reused ({path}); --overwrite recomputes", file=sys.stderr)
+        status(f"{task}: stored result reused ({path}); --overwrite recomputes")
 
     from linq_eval.models import distributed
 
@@ -342,7 +342,7 @@ def _progress(task: str, state: str) -> None:
     from linq_eval.models import distributed
 
     if state != "done" and distributed.world().main:  # under a launcher rank 0 reports
-        console().print(f"{task}: {'stored result reused' if state == 'stored' else 'evaluating'}", style="dim")
+        status(f"{task}: {'stored result reused' if state == 'stored' else 'evaluating'}")
 
 
 def _baseline_save(args: argparse.Namespace) -> int:
@@ -460,7 +460,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     def say(line: str) -> None:
         if distributed.world().main:
-            console().print(line, style="dim")
+            status(line)
 
     def report_here(report: dict) -> None:
         write(report, Path(args.out))

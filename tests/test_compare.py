@@ -145,11 +145,13 @@ def test_compare_end_to_end_on_a_real_task_resumes_without_recomputing(tmp_path:
     assert eight["cost_ratio"]["weight_bytes"] < 1.0  # int8 linear layers
     assert (tmp_path / "out" / "compare.md").is_file() and (tmp_path / "out" / "compare.png").is_file()
     again = run_cli("linq-eval", *args)
-    assert again.returncode == 0 and again.stdout.count(": stored") == 3, again.stdout
+    # status lines on stderr: stdout holds the report alone
+    assert again.returncode == 0 and again.stderr.count(": stored") == 3, again.stderr
+    assert ": stored" not in again.stdout and ": running" not in first.stdout and ": running" in first.stderr
     assert json.loads((tmp_path / "out" / "compare.json").read_text())["rows"] == report["rows"]
     (tmp_path / "out" / "runs" / "pypi_all-MiniLM-L6-v2-8bit.json").unlink()  # interrupted before it was written
     resumed = run_cli("linq-eval", *args)
-    assert resumed.returncode == 0 and resumed.stdout.count(": stored") == 2, resumed.stdout
+    assert resumed.returncode == 0 and resumed.stderr.count(": stored") == 2, resumed.stderr
     report = json.loads((tmp_path / "out" / "compare.json").read_text())
     eight = next(p for p in report["precisions"] if p["bits"] == 8)
     assert eight["cost"]["resumed_tasks"] == ["ADIRetrieval"] and eight["cost_ratio"] is None  # no ratio of unlike
