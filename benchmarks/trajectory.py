@@ -113,6 +113,14 @@ def repo_path(path: str) -> Path:
     return p if p.is_absolute() else REPO / p
 
 
+def shown(adapter: str | None) -> str | None:
+    """An adapter as the stored JSON names it: the repository's own checkpoints by their relative path, so that
+    what one machine writes reads the same on another."""
+    if adapter and Path(adapter).is_relative_to(REPO):
+        return str(Path(adapter).relative_to(REPO))
+    return adapter
+
+
 # -- 1. and 2.: data and training ------------------------------------------------------------------------------
 def fit_config(cfg: StudyConfig, work: Path) -> dict[str, Any]:
     """The study's ``linq-train fit`` config as a dict, refined data in place: the held-out guard checked, output
@@ -272,10 +280,7 @@ def evaluate_cell(cfg: StudyConfig, base_model: str, point: Checkpoint, mode: Mo
 
     scores = {task: read_per_query(path) for task, path in result["per_query"].items()}
     usage = result["cost"]["encode"]
-    adapter = point.adapter  # the repository's own checkpoints by their relative path
-    if adapter and Path(adapter).is_relative_to(REPO):
-        adapter = str(Path(adapter).relative_to(REPO))
-    record = {"checkpoint": point.name, "step": point.step, "adapter": adapter,
+    record = {"checkpoint": point.name, "step": point.step, "adapter": shown(point.adapter),
               "adapter_sha256": adapter_digest(point.adapter), "dtype": result["cost"]["dtype"],
               "cpu_isa": result["cost"].get("cpu_isa"),
               "mode": mode.model_dump(),
@@ -396,12 +401,13 @@ def cell_difference(a: dict, b: dict, names: dict[str, str] | None = None) -> di
 def _median_cost(costs: list[dict[str, Any]]) -> dict[str, float | None]:
     """Medians of the cells' cost fields over the checkpoints (a study that spans sessions has the odd cell slowed
     by a paused or shared machine; a median is not moved by it); CPU seconds None where a cell predates them."""
-    cpu = [c.get("cpu_seconds") for c in costs]
-    median = {key: float(np.median([c[key] for c in costs])) for key in ("wall_seconds", "load_seconds",
-                                                                          "eval_seconds", "tokens")}
-    return {"wall_seconds": median["wall_seconds"], "cpu_seconds": None if None in cpu else float(np.median(cpu)),
-            "load_seconds": median["load_seconds"], "eval_seconds": median["eval_seconds"], "tokens": median["tokens"],
-            "peak_rss_bytes": float(np.median([c["peak_rss_bytes"] or 0 for c in costs]))}
+    out: dict[str, float | None] = {}
+    for key in ("wall_seconds", "cpu_seconds", "load_seconds", "eval_seconds", "tokens", "peak_rss_bytes"):
+        values = [c.get(key) for c in costs]
+        if key == "peak_rss_bytes":  # None where the platform has no peak RSS
+            values = [v or 0 for v in values]
+        out[key] = None if None in values else float(np.median(values))
+    return out
 
 
 def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[str, dict]]) -> dict[str, Any]:
@@ -469,7 +475,7 @@ def analyse(cfg: StudyConfig, points: list[Checkpoint], cells: dict[str, dict[st
                      "token_ratio_to_truth": cost["tokens"] / truth_cost["tokens"]},
         })
     queries = {t: int(matrices[truth][t].shape[1]) for t in cfg.tasks}
-    return {"checkpoints": [p.__dict__ for p in points], "tasks": cfg.tasks, "light": cfg.light,
+    return {"checkpoints": [{**p.__dict__, "adapter": shown(p.adapter)} for p in points], "tasks": cfg.tasks, "light": cfg.light,
             "queries": queries, "held_out_queries": sum(queries.values()),
             "final_vs_base": final_vs_base(matrices[truth]),
             "scores": {name: {"macro": macro[name].tolist(), **{t: v.tolist() for t, v in means[name].items()}}

@@ -17,19 +17,13 @@ from pathlib import Path
 from _linq_eval_hook import install as install_mteb_hook
 from linq_eval.core.console import console, status
 from linq_eval.core.errors import EXIT_ERROR, EXIT_INTERRUPTED, LinqEvalError
-from linq_eval.core.precision import DTYPES
+from linq_eval.core.precision import DTYPES, check_merge
 
 logger = logging.getLogger(__name__)
 
 MERGE_HELP = ("at 4/8 bits, merge a LoRA adapter into the 16-bit weights and quantise the merged model (built once, "
               "kept in $LINQ_CACHE/merged) instead of keeping it beside the quantised base; a baseline records it "
               "for the checkpoints gated against it")
-
-
-def _check_merge(args: argparse.Namespace) -> bool:
-    from linq_eval.core.precision import merges
-
-    return merges(args.bits, args.adapter, args.merge_adapter)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -241,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
 
     overrides = parse_overrides(args.instruction)
     load_instructions(args.instructions)  # a bad table fails before anything heavy
-    _check_merge(args)
+    check_merge(args.adapter, args.merge_adapter)
     import mteb  # noqa: F401 -- registers our tasks (light sets included)
 
     from linq_eval.tasks.light import check_requested

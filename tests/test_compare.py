@@ -180,7 +180,8 @@ def test_compare_is_an_error_when_every_precision_failed(tmp_path: Path) -> None
     result = run_cli("linq-eval", "compare", "--bits", "8", "16", "-m", str(nan), "-t", "ADIRetrieval", "--no-aa",
                      "--output-folder", str(tmp_path / "mteb"), "--out", str(out))
     assert result.returncode == EXIT_ERROR, result.stdout + result.stderr
-    [line] = result.stderr.strip().splitlines()
+    *status, line = result.stderr.strip().splitlines()  # the precisions' status lines, then the one error line
+    assert all(s.endswith(": running") for s in status), status
     assert line.startswith("linq-eval: error: all 2 precisions failed, nothing was compared") and "NaN" in line, line
     report = json.loads((out / "compare.json").read_text())  # the failures are still on record
     assert report["rows"] == [] and {p["status"] for p in report["precisions"]} == {"failed"}

@@ -20,7 +20,7 @@ from typing import Any
 
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.files import atomic_write_json, read_json_file
-from linq_eval.core.precision import merges
+from linq_eval.core.precision import check_merge, merges
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _slug(text: str) -> str:
 def make_systems(models: list[str] | None, adapters: list[str] | None, *, merge: bool = False) -> list[CompareSystem]:
     """Each --model as it is, then the first model with each --adapter (a checkpoint) on top; with ``merge``
     (--merge-adapter) the adapters are merged before quantising, and their labels say so."""
-    merges(16, adapters, merge)  # merging asks for an adapter
+    check_merge(adapters, merge)
     models = models or [None]
     systems = [CompareSystem(m or "Linq-Embed-Mistral", m) for m in models]
     systems += [CompareSystem(f"{systems[0].label}+{Path(a).name}{' (merged)' if merge else ''}", models[0], a,

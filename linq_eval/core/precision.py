@@ -47,9 +47,14 @@ def merges(bits: int, adapter: object, asked: bool) -> bool:
     with an adapter, below 16 bits (at 16 bits merged and unmerged are the same model, so a 16-bit run, job or
     baseline never records the setting). Asking without an adapter is an error.
     """
+    check_merge(adapter, asked)
+    return bool(asked) and bits != 16
+
+
+def check_merge(adapter: object, asked: bool) -> None:
+    """Asking to merge (``--merge-adapter``) without an adapter is an error: one message for every command."""
     if asked and not adapter:
         raise LinqEvalError("--merge-adapter merges an adapter into the base before quantising: give --adapter")
-    return bool(asked) and bits != 16
 
 
 DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:[0-9]{1,3})?")
