@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     parser.add_argument("config", help="the trajectory study's config (YAML) with an `ablations` block")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from linq_eval.core.quiet import quiet_libraries
+
+    quiet_libraries()  # the libraries' bars and INFO logs off, in the cells' processes too: the log holds ours
     raw_config = trajectory.repo_path(args.config).read_text(encoding="utf-8")
     cfg = trajectory.StudyConfig.model_validate(yaml.safe_load(raw_config))
     if cfg.ablations is None:

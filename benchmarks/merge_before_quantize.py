@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="the trajectory study's config (YAML)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from linq_eval.core.quiet import quiet_libraries
+
+    quiet_libraries()  # the libraries' bars and INFO logs off, in the cells' processes too: the log holds ours
     cfg = trajectory.StudyConfig.model_validate(yaml.safe_load(trajectory.repo_path(args.config).read_text("utf-8")))
     if cfg.light_dir:
         import os

@@ -583,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="score a stored cell again on this machine and compare per query (out/rechecks/)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from linq_eval.core.quiet import quiet_libraries
+
+    quiet_libraries()  # the libraries' bars and INFO logs off, in the cells' processes too: the log holds ours
     cfg = StudyConfig.model_validate(yaml.safe_load(repo_path(args.config).read_text(encoding="utf-8")))
     modes = {m.name for m in cfg.modes}
     if cfg.truth not in modes:

@@ -3,8 +3,8 @@
 mteb, datasets, transformers and huggingface_hub each draw tqdm bars and log at INFO; beside our own display
 that is a screenful of bars per task. Each library has its own switch, and most are read once, when the library
 is imported, so :func:`quiet_libraries` sets them in the environment before any of them loads (the commands
-import them lazily). Evaluation children (compare's precisions) inherit the environment and are quiet too;
-the study script (``benchmarks/trajectory.py``) does not call it, so only mteb's bars are off in its cells. mteb's own bars are switched per call: :func:`library_bars` says whether to show them.
+import them lazily). Evaluation children (compare's precisions, the study's cells) inherit the environment and
+are quiet too. mteb's own bars are switched per call: :func:`library_bars` says whether to show them.
 
 ``-v`` leaves everything as the libraries have it. Free of heavy imports (L0).
 """
