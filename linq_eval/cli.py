@@ -16,7 +16,8 @@ from pathlib import Path
 
 from _linq_eval_hook import install as install_mteb_hook
 from linq_eval.core.console import console, status
-from linq_eval.core.errors import EXIT_ERROR, EXIT_INTERRUPTED, LinqEvalError
+from linq_eval.core.errors import EXIT_ERROR, EXIT_INTERRUPTED, LinqEvalError, internal_error
+from linq_eval.core.files import check_folder
 from linq_eval.core.precision import DTYPES, check_merge
 
 logger = logging.getLogger(__name__)
@@ -241,9 +242,6 @@ def _run(args: argparse.Namespace) -> int:
     from linq_eval.tasks.light import check_requested
 
     check_requested(args.tasks)  # a refused manifest says why, not "unknown task"
-    store = Path(args.embedding_cache).expanduser() if args.embedding_cache else None
-    if store is not None and store.exists() and not store.is_dir():
-        raise LinqEvalError(f"--embedding-cache {args.embedding_cache} is a file: give a folder (created if missing)")
     spec = RunSpec(model=args.model, bits=args.bits, adapter=args.adapter, max_length=args.max_length,
                    instructions=args.instructions, overrides=overrides, device=args.device, dtype=args.dtype,
                    devices=args.devices, merge_adapter=args.merge_adapter)
@@ -421,8 +419,7 @@ def _gate(args: argparse.Namespace) -> int:
             message = str(exc)
         else:
             logger.info("the gate could not run", exc_info=True)  # the traceback, with -v
-            message = (f"internal error ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}):"
-                       " rerun with -v for the traceback, and please report it")
+            message = internal_error(exc)
         try:
             if main:
                 write(error_record(args.checkpoint, args.baseline, message, delta=args.delta, alpha=args.alpha,
@@ -515,12 +512,18 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+FOLDER_OPTIONS = ("output_folder", "out", "cache", "dir", "embedding_cache")
+
+
 def _check_shared_args(args: argparse.Namespace) -> None:
     """--batch-size, --device and --devices of any command, checked before anything loads (torch only fails on
     them once the model is loaded)."""
     from linq_eval.core.precision import check_batch_size, check_device
 
     check_batch_size(getattr(args, "batch_size", None))
+    for name in FOLDER_OPTIONS:  # the folders a command writes: a file there would fail after the work
+        if getattr(args, name, None):
+            check_folder(getattr(args, name), "--" + name.replace("_", "-"))
     devices = [(getattr(args, "device", None), "--device")]
     devices += [(d, "--devices") for d in getattr(args, "devices", None) or [] if d != "all"]
     for device, option in devices:
@@ -548,6 +551,13 @@ def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int
         code = args.func(args)
     except LinqEvalError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        code = EXIT_ERROR
+    except Exception as exc:  # a bug of ours or of a library: nothing was decided, so exit 2, never gate's FAIL (1)
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"{parser.prog}: error: {internal_error(exc)}", file=sys.stderr)
         code = EXIT_ERROR
     except KeyboardInterrupt:
         # finished tasks are in the result cache (written atomically); the task in flight reruns next time

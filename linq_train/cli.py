@@ -12,6 +12,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from linq_eval.core.errors import EXIT_ERROR, EXIT_OK
+from linq_eval.core.files import check_folder
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,6 +48,8 @@ def _refine(args: argparse.Namespace) -> int:
     from linq_train.refine.config import load_config
 
     cfg = load_config(args.config)  # a bad config fails here, before any data or model loads
+    check_folder(cfg.resolved_output_dir(), f"output_dir of {args.config}:")
+    check_folder(cfg.resolved_report_dir(), f"report_dir of {args.config}:")
     from rich.console import Console
     from rich.table import Table
 
@@ -72,6 +77,7 @@ def _fit(args: argparse.Namespace) -> int:
     from linq_train.fit.config import load_fit_config
 
     cfg = load_fit_config(args.config)  # a bad config fails here, before any data or model loads
+    check_folder(cfg.output_dir, f"output_dir of {args.config}:")
     from rich.console import Console
     from rich.table import Table
 
@@ -79,8 +85,11 @@ def _fit(args: argparse.Namespace) -> int:
 
     console = Console()
     result = fit(cfg, force=args.force, report=console.print, progress=not args.no_progress)
+    # a stage a callback stopped before max_steps: nothing is lost (rerun to resume), but nothing finished either;
+    # exit 2 (not 1, which every command keeps for the gate's FAIL)
+    code = EXIT_OK if result.finished else EXIT_ERROR
     if int(os.environ.get("RANK", "0")):  # accelerate launch / torchrun: the main process reports
-        return 0 if result.finished else 1
+        return code
     table = Table(title=f"training '{cfg.name}'")
     for column in ("stage", "steps", "first loss", "last loss", "validation (last checkpoint)", "seconds", "adapter"):
         table.add_column(column, justify="left" if column in {"stage", "validation (last checkpoint)", "adapter"}
@@ -93,7 +102,10 @@ def _fit(args: argparse.Namespace) -> int:
                       ", ".join(f"{t} {s:.4f}" for t, s in last.items()) or "-", f"{stage.seconds:.0f}",
                       stage.adapter or "(unfinished: rerun to resume)")
     console.print(table)
-    return 0 if result.finished else 1
+    if not result.finished:
+        print("linq-train: error: training stopped before its last step: run the same command again to resume",
+              file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -517,7 +517,18 @@ def test_an_internal_error_is_an_error_not_a_fail(stored: Path, tmp_path: Path, 
     (tmp_path / "file").write_text("not a folder")  # and when even the reports cannot be written: still one line
     code, _, err = _gate([MINILM, "--baseline", "minilm-ci", "--dir", str(stored), "--out", str(tmp_path / "file")],
                          capsys)
-    assert code == EXIT_ERROR and len(err.strip().splitlines()) == 1 and "no report written" in err
+    assert code == EXIT_ERROR and len(err.strip().splitlines()) == 1 and "is a file: give a folder" in err
+    # a report folder that fails only once the gate has run (checked before: it was writable)
+    monkeypatch.setattr(linq_eval.core.baseline, "load_baseline", broken)
+    import linq_eval.gate.report
+
+    def unwritable(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(linq_eval.gate.report, "write", unwritable)
+    code, _, err = _gate([MINILM, "--baseline", "minilm-ci", "--dir", str(stored), "--out", str(tmp_path / "o")],
+                         capsys)
+    assert code == EXIT_ERROR and len(err.strip().splitlines()) == 1 and "no report written" in err, err
 
 
 def test_every_option_a_message_names_exists() -> None:

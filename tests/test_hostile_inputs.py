@@ -420,3 +420,87 @@ def test_the_real_cli_refuses_batch_size_zero_in_one_line() -> None:
     result = run_cli("linq-eval", "run", "-m", "pypi:all-MiniLM-L6-v2", "-t", "ADIRetrieval", "--batch-size", "0")
     assert result.returncode == 2 and result.stderr.strip() == (
         "linq-eval: error: --batch-size 0: give a whole number of inputs per batch, at least 1"), result.stderr
+
+
+FOLDER_ARGS = [  # every folder a command writes, given as a file (F), inside a file (F/sub), or unwritable
+    ["run", "-t", "ADIRetrieval", "--output-folder", "{F}"],
+    ["run", "-t", "ADIRetrieval", "--output-folder", "{F}/sub"],
+    ["run", "-t", "ADIRetrieval", "--embedding-cache", "{F}"],
+    ["compare", "--bits", "8", "16", "-t", "ADIRetrieval", "--out", "{F}"],
+    ["compare", "--bits", "8", "16", "-t", "ADIRetrieval", "--output-folder", "{F}/sub"],
+    ["baseline", "save", "x", "-t", "ADIRetrieval", "--dir", "{F}"],
+    ["baseline", "save", "x", "-t", "ADIRetrieval", "--cache", "{F}"],
+    ["light", "build", "ADIRetrieval", "--out", "{F}"],
+    ["light", "validate", "ADIRetrieval", "--out", "{F}/sub"],
+    ["gate", "/no/such/model", "--baseline", "x", "--out", "{F}"],
+]
+
+
+@pytest.mark.parametrize("args", FOLDER_ARGS, ids=lambda a: " ".join(a[:2]) + " " + a[-2] + " " + a[-1][3:])
+def test_an_output_folder_that_is_a_file_is_one_line_before_anything_loads(args: list[str], tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    """Before: a FileExistsError traceback with exit 1 (gate's FAIL code), once the model had loaded."""
+    import sys
+
+    from linq_eval.cli import main
+
+    file = tmp_path / "a-file"
+    file.write_text("not a folder")
+    loaded = {"mteb", "sentence_transformers"} & set(sys.modules)
+    argv = [a.replace("{F}", str(file)) for a in args]
+    assert main([*argv, *(["-m", "/no/such/model"] if argv[0] in {"run", "compare", "baseline"} else [])]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and (" is a file: give a folder" in error[0] or "lies inside the file" in error[0]), error
+    assert {"mteb", "sentence_transformers"} & set(sys.modules) == loaded
+    assert file.read_text() == "not a folder"
+
+
+def test_an_unwritable_output_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import os
+
+    from linq_eval.cli import main
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):  # root writes anywhere: nothing to refuse
+        pytest.skip("this user can write into a read-only folder")
+    assert main(["run", "-t", "ADIRetrieval", "-m", "/no/such/model", "--output-folder", str(locked / "x")]) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("kind", "key"), [("fit", "output_dir"), ("refine", "output_dir"), ("refine", "report_dir")])
+def test_train_output_folders_that_are_files_are_one_line(kind: str, key: str, tmp_path: Path) -> None:
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    raw = yaml.safe_load((REPO / "configs" / f"{kind}_tiny.yaml").read_text())
+    raw[key] = str(file)
+    if kind == "fit":  # fit first checks that its data is a refined set of the stages' tasks (an index suffices)
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "dataset_dict.json").write_text('{"splits": ["LISARetrieval"]}')
+        raw["data"] = str(tmp_path / "data")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = run_cli("linq-train", kind, str(config))
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"linq-train: error: {key} of {config}: {file} is a file: give a folder (created if missing)"], result.stderr
+
+
+def test_an_internal_error_is_exit_2_in_one_line_never_a_verdict(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """An exception that is not ours (a bug, a library's) exits 2 ("nothing decided"), not Python's 1, which is
+    gate's FAIL; -v adds the traceback."""
+    import linq_eval.cli
+    from linq_eval.cli import main
+
+    def broken(args: object) -> int:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(linq_eval.cli, "_plan", broken)
+    parser = linq_eval.cli.build_parser()
+    assert parser.parse_args(["plan", "-t", "ADIRetrieval"]).func is broken
+    assert main(["plan", "-t", "ADIRetrieval"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == ("linq-eval: error: internal error (ZeroDivisionError: division by zero): rerun with -v for the "
+                    "traceback, and please report it")
+    assert main(["-v", "plan", "-t", "ADIRetrieval"]) == 2
+    assert "Traceback" in capsys.readouterr().err

@@ -18,7 +18,7 @@ import pytest
 
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.local_data import read_beir
-from tests.conftest import DATA
+from tests.conftest import DATA, REPO
 
 ROWS = 32  # examples per task
 PROBES = ["flow over a flat plate at hypersonic speeds", "library circulation statistics", "x"]
@@ -391,3 +391,28 @@ def test_checkpointing_setting_reaches_the_trainer_without_a_deprecation_warning
     assert args.gradient_checkpointing is enabled
     if enabled:
         assert args.gradient_checkpointing_kwargs == {"use_reentrant": False}
+
+
+def test_training_stopped_before_its_last_step_exits_2_not_a_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A stage that a callback stopped early: exit 2 and one line saying how to resume (before: exit 1, which every
+    command keeps for the gate's FAIL)."""
+    import yaml
+
+    import linq_train.fit.train
+    from linq_train.cli import main
+    from linq_train.fit.train import FitResult, StageResult
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dataset_dict.json").write_text('{"splits": ["LISARetrieval"]}')
+    raw = yaml.safe_load((REPO / "configs" / "fit_tiny.yaml").read_text())
+    raw.update(data=str(tmp_path / "data"), output_dir=str(tmp_path / "runs"))
+    config = tmp_path / "fit.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    stopped = StageResult(name="homogeneous", adapter=None, finished=False, skipped=False, resumed_from=None,
+                          global_step=1, max_steps=3, fingerprint="x", data_sha256="x", rows={}, left_out={},
+                          losses=[{"step": 1, "loss": 1.0}], validation=[], seconds=1.0)
+    monkeypatch.setattr(linq_train.fit.train, "fit", lambda *a, **k: FitResult(tmp_path / "runs", [stopped]))
+    assert main(["fit", str(config), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "linq-train: error: training stopped before its last step: run the same command again to resume"]

@@ -17,3 +17,10 @@ EXIT_INTERRUPTED = 130  # Ctrl-C: the shell's code for SIGINT
 
 class LinqEvalError(Exception):
     """Bad input or configuration: the message names the problem and the fix."""
+
+
+def internal_error(exc: BaseException) -> str:
+    """The one line shown for an exception that is not a :class:`LinqEvalError` (a bug of ours or of a library):
+    its type and the first line of its message, and where the traceback is."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"internal error ({type(exc).__name__}: {first}): rerun with -v for the traceback, and please report it"

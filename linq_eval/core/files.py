@@ -22,7 +22,7 @@ from typing import Any
 
 from linq_eval.core.errors import LinqEvalError
 
-__all__ = ["atomic_write_bytes", "atomic_write_figure", "atomic_write_json", "atomic_write_text", "built_dir", "content_sha256", "file_lock",
+__all__ = ["atomic_write_bytes", "atomic_write_figure", "atomic_write_json", "atomic_write_text", "built_dir", "check_folder", "content_sha256", "file_lock",
            "folder_sha256", "inside", "parse_json", "read_json_file", "sha256_file"]
 
 
@@ -33,6 +33,23 @@ def inside(folder: str | Path, path: str | Path) -> Path:
     if target != root and root not in target.parents:
         raise LinqEvalError(f"refusing to write {target}: it is outside {root} (a name or split with '..' or '/'?)")
     return target
+
+
+def check_folder(path: str | Path, option: str) -> Path:
+    """An output folder a command will create or write into, checked before anything loads: not a file, not inside
+    a file, and its first existing ancestor writable (else the command would fail with a traceback after the
+    model had loaded, or, for an evaluation, after the work). Returns the path, ``~`` expanded."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise LinqEvalError(f"{option} {path} is a file: give a folder (created if missing)")
+    ancestor = folder.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise LinqEvalError(f"{option} {path} lies inside the file {ancestor}: give a folder (created if missing)")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise LinqEvalError(f"{option} {path}: {ancestor} is not writable: give a folder you can write to")
+    return folder
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, folder: str | Path | None = None) -> Path:
