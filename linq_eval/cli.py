@@ -316,8 +316,11 @@ def _light_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from linq_eval.core.light_manifest import available, load_manifest, manifest_path
-    from linq_eval.core.settings import light_dir
+    from linq_eval.core.settings import LIGHT_DIR_ENV, light_dir
 
+    if not light_dir().is_dir():  # a mistyped $LINQ_LIGHT_DIR would list nothing, as if no light set existed
+        raise LinqEvalError(f"{LIGHT_DIR_ENV}={light_dir()} is not a folder: point it at a folder of light-set "
+                            "manifests, or unset it for the shipped ones")
     table = Table(title=f"light sets in {light_dir()}")
     for col in ("name", "queries", "documents", "depth", "retrievers", "checksum"):
         table.add_column(col)

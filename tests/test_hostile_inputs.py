@@ -504,3 +504,15 @@ def test_an_internal_error_is_exit_2_in_one_line_never_a_verdict(monkeypatch: py
                     "traceback, and please report it")
     assert main(["-v", "plan", "-t", "ADIRetrieval"]) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_light_list_refuses_a_light_dir_that_is_not_a_folder(kind: str, tmp_path: Path) -> None:
+    """Before: an empty table and exit 0, as if no light set existed."""
+    target = tmp_path / "tasks_lihgt"
+    if kind == "file":
+        target.write_text("x")
+    result = run_cli("linq-eval", "light", "list", env={"LINQ_LIGHT_DIR": str(target)})
+    assert result.returncode == 2 and result.stderr.strip() == (
+        f"linq-eval: error: LINQ_LIGHT_DIR={target} is not a folder: point it at a folder of light-set manifests, "
+        "or unset it for the shipped ones"), result.stderr
