@@ -191,3 +191,29 @@ def test_a_ctrl_c_during_the_interpreters_exit_keeps_the_commands_exit_code(tmp_
     assert time.perf_counter() - start < 20
     err = proc.stderr.read() if proc.stderr else ""
     assert "KeyboardInterrupt" not in err and "Traceback" not in err, err
+
+
+def test_quiet_libraries_silences_the_libraries_and_keeps_what_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from linq_eval.core.quiet import QUIET_ENV, QUIET_LOGGERS, quiet_libraries
+
+    for name in QUIET_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")  # the user's own setting wins
+    import os
+
+    levels = {name: logging.getLogger(name).level for name in ("mteb", "bitsandbytes", *QUIET_LOGGERS)}
+    try:
+        for name in levels:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        quiet_libraries()
+        assert os.environ["TQDM_DISABLE"] == "1" and os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1"
+        assert os.environ["TRANSFORMERS_VERBOSITY"] == "info"
+        assert not logging.getLogger("mteb.evaluate").isEnabledFor(logging.INFO)
+        # bitsandbytes' warning about its optional kernels package, on every CPU run
+        assert not logging.getLogger("bitsandbytes.backends.cpu.ops").isEnabledFor(logging.WARNING)
+        assert logging.getLogger("bitsandbytes.backends.cpu.ops").isEnabledFor(logging.ERROR)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

@@ -33,6 +33,8 @@ def quiet_libraries() -> None:
         os.environ.setdefault(name, value)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # bitsandbytes warns on every CPU run that its optional `kernels` package is missing: harmless
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     if "transformers" in sys.modules:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
     if "datasets" in sys.modules:
