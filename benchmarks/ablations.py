@@ -143,6 +143,15 @@ def study_trained_on(cfg: trajectory.StudyConfig, data_sha256: str) -> bool:
     return False
 
 
+def study_final(cfg: trajectory.StudyConfig, mode: str) -> dict[str, Any] | None:
+    """The study's cell of its final checkpoint in ``mode``, or None before it is evaluated."""
+    studied = trajectory.repo_path(cfg.out) / "cells"
+    finals = sorted(studied.glob(f"*/{mode}.json"), key=lambda p: trajectory.read_json_file(p)["step"])
+    if not finals or trajectory.read_json_file(finals[-1])["checkpoint"] == trajectory.BASE:
+        return None
+    return trajectory.read_json_file(finals[-1])
+
+
 # -- the comparison: pure ----------------------------------------------------------------------------------------
 def paired(variant: dict[str, dict[str, float]], recipe: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Variant minus recipe over the same queries (task -> query -> score): the study's paired test
@@ -152,6 +161,16 @@ def paired(variant: dict[str, dict[str, float]], recipe: dict[str, dict[str, flo
     low, high = out["macro"]["ci95"]
     out["macro"]["verdict"] = "better" if low > 0 else "worse" if high < 0 else "no difference shown"
     return out
+
+
+def reproduction(cells: dict[str, dict[int, dict[str, Any]]], final: dict[str, Any] | None,
+                 seed: int) -> dict[str, Any] | None:
+    """The recipe trained again here at the study's seed minus the study's own run of it (another CPU, another
+    refined set): how far retraining alone moves the scores, the scale against which a variant's difference reads."""
+    again = cells.get(RECIPE, {}).get(seed)
+    if again is None or final is None:
+        return None
+    return paired(seed_mean([again]), seed_mean([final]))
 
 
 def seed_mean(cells: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -190,6 +209,11 @@ def report_md(study: dict[str, Any]) -> str:
         cells = [f"{v['difference']:+.4f} ({v['p_holm']:.3f})" for v in row["seed_mean"]["tasks"].values()]
         lines.append(f"| {name} | {', '.join(map(str, row['seeds']))} | {m['difference']:+.4f} | "
                      f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] | {m['verdict']} | " + " | ".join(cells) + " |")
+    again = study.get("reproduction")
+    if again:
+        m = again["macro"]
+        lines += ["", f"The recipe trained again here minus the study's run of it (same seed; another CPU and refined "
+                  f"set): {m['difference']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}], {m['verdict']}."]
     lines += ["", "| run | macro nDCG@10 | training seconds | trained on |", "|---|---:|---:|---|"]
     for run in study["runs"]:
         lines.append(f"| {run['variant']} seed {run['seed']} | {run['macro']:.4f} | "
@@ -234,12 +258,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         label = f"{variant}-s{seed}"
         cell = out / "cells" / label / f"{truth.name}.json"
         if variant == RECIPE and seed == recipe.get("seed", 0) and reuse_study:  # the study's final checkpoint
-            studied = trajectory.repo_path(cfg.out) / "cells"
-            finals = sorted(studied.glob(f"*/{truth.name}.json"), key=lambda p: trajectory.read_json_file(p)["step"])
-            if not finals or trajectory.read_json_file(finals[-1])["checkpoint"] == trajectory.BASE:
+            final = study_final(cfg, truth.name)
+            if final is None:
                 raise SystemExit("the study's final checkpoint is not evaluated yet: run benchmarks/trajectory.py "
                                  f"{args.config} first (the recipe at seed {seed} is its run)")
-            return {**trajectory.read_json_file(finals[-1]), "train_seconds": None}
+            return {**final, "train_seconds": None}
         if cell.is_file():
             stored = trajectory.read_json_file(cell)
             if stored.get("data_sha256", data_sha256) != data_sha256:
@@ -285,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
             study = {"truth": cfg.truth, "tasks": cfg.tasks, "variants": cfg.ablations.variants,
                      "seeds": cfg.ablations.seeds, "data_sha256": data_sha256,
                      "recipe_from_study": reuse_study, "runs": runs, "comparisons": compare_all(cells),
+                     "reproduction": None if reuse_study else reproduction(cells, study_final(cfg, truth.name),
+                                                                           recipe.get("seed", 0)),
                      "complete": False}
             atomic_write_json(out / "ablations.json", study)
             atomic_write_text(out / "ablations.md", report_md(study))

@@ -243,6 +243,12 @@ def test_ablation_comparison_is_paired_per_query() -> None:
     assert all(v["p_holm"] < 0.05 for v in worse["tasks"].values())
     assert out["noise"]["seed_mean"]["macro"]["verdict"] == "no difference shown"
     assert set(out["noise"]["per_seed"]) == {"0", "1"}
+    # the recipe retrained against the study's own run of it (here: a "study" that scored 0.05 lower)
+    again = ablations.reproduction(cells, cells["worse"][0], seed=0)
+    assert again["macro"]["verdict"] == "better" and again["macro"]["difference"] == pytest.approx(0.05)
+    assert ablations.reproduction(cells, None, seed=0) is None and ablations.reproduction(cells, cells["worse"][0], 2) is None
+    assert "The recipe trained again here" in ablations.report_md(
+        {"truth": "full16", "tasks": ["A", "B"], "comparisons": {}, "runs": [], "reproduction": again})
 
 
 def test_a_merged_model_encodes_as_the_adapter_merged_on_load(tiny_mistral_dir: Path, tmp_path: Path) -> None:
