@@ -127,6 +127,11 @@ def kept_data(cfg: trajectory.StudyConfig, kept: Path, work: Path) -> tuple[dict
         shutil.copytree(recipe["data"], partial)
         partial.rename(kept)  # whole or absent
         recipe["data"] = str(kept)
+        from linq_train.refine.config import load_config
+
+        report = load_config(trajectory.repo_path(cfg.refine)).resolved_report_dir() / "report.json"
+        if report.is_file():  # what refinement kept and dropped, for the set kept here
+            atomic_write_text(kept.with_name("refine_report.json"), report.read_text(encoding="utf-8"))
     return recipe, trajectory.data_digest(kept)
 
 

@@ -416,3 +416,19 @@ def test_training_stopped_before_its_last_step_exits_2_not_a_verdict(tmp_path: P
     assert main(["fit", str(config), "--no-progress"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "linq-train: error: training stopped before its last step: run the same command again to resume"]
+
+
+def test_a_fresh_lora_is_added_without_peft_s_deprecation_warning(tiny_mistral_dir: Path) -> None:
+    """peft reads transformers' deprecated is_gradient_checkpointing: a FutureWarning in every training log."""
+    import warnings
+
+    from linq_eval.models.build import build_model
+    from linq_train.fit.config import LoraSettings
+    from linq_train.fit.model import add_lora
+
+    model = build_model(str(tiny_mistral_dir), device="cpu", dtype="float32", for_training=True)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        add_lora(model, LoraSettings())
+    assert not [w for w in seen if "is_gradient_checkpointing" in str(w.message)], [str(w.message) for w in seen]
+    assert any(p.requires_grad for p in model.parameters())

@@ -124,6 +124,7 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     import trajectory
 
     assert ablations["data_sha256"] == trajectory.data_digest(out / "ablations" / "data")
+    assert json.loads((out / "ablations" / "refine_report.json").read_text())["stages"]["filter"]
     assert runs["unfiltered"]["train_seconds"] > 0 and runs["unfiltered"]["train_cpu_isa"]
     row = ablations["comparisons"]["unfiltered"]
     assert row["seeds"] == [0] and set(row["seed_mean"]["tasks"]) == {"ADIRetrieval"}

@@ -18,9 +18,12 @@ through the same path unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -247,15 +250,21 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
 
 
-def _apply_adapter(model: SentenceTransformer, adapter: Path, *, merge: bool, trainable: bool) -> None:
-    import warnings
+@contextlib.contextmanager
+def peft_quietly() -> Iterator[None]:
+    """peft reads a property transformers 5 deprecated (``is_gradient_checkpointing``): a FutureWarning every time
+    it loads or wraps a model, which says nothing to our users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        yield
 
+
+def _apply_adapter(model: SentenceTransformer, adapter: Path, *, merge: bool, trainable: bool) -> None:
     from peft import PeftModel
 
     transformer = model[0]
     try:
-        with warnings.catch_warnings():  # peft reads a property transformers 5 deprecated: a FutureWarning per load
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        with peft_quietly():
             peft_model = PeftModel.from_pretrained(transformer.auto_model, str(adapter), is_trainable=trainable)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise LinqEvalError(

@@ -25,13 +25,16 @@ def add_lora(model: SentenceTransformer, settings: LoraSettings) -> None:
     """Wrap the model's transformer in a fresh, trainable peft LoRA (base weights frozen)."""
     from peft import LoraConfig, get_peft_model
 
+    from linq_eval.models.build import peft_quietly
+
     transformer = model[0]
     names = [name for name, _ in transformer.auto_model.named_modules()]
     # the default exclusion names BERT's pooler: only pass what this architecture has (peft warns otherwise)
     exclude = [m for m in settings.exclude_modules if any(n == m or n.endswith("." + m) for n in names)]
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=settings.target_modules, exclude_modules=exclude or None, bias="none")
-    transformer.model = get_peft_model(transformer.auto_model, config)
+    with peft_quietly():
+        transformer.model = get_peft_model(transformer.auto_model, config)
 
 
 def trainable_parameters(model: SentenceTransformer) -> tuple[int, int]:
