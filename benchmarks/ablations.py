@@ -18,8 +18,8 @@ paired bootstrap CI and the sign-flip permutation p, Holm-corrected over the tas
 task-stratified 95% CI of the macro difference. Per seed, and on per-query scores averaged over the seeds (the
 headline where there are several: seed noise averages out of both sides).
 
-Run (after the study, whose data and final checkpoint it reuses; about 1.5 hours per variant and seed on 2 CPU
-cores; resumable)::
+Run (after the study, whose final checkpoint it may reuse; about 50 minutes per variant and seed on 2 CPU cores;
+resumable; ``--report`` rewrites the report from the stored cells alone)::
 
     HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/ablations.py configs/trajectory_cpu.yaml
 
@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="the trajectory study's config (YAML) with an `ablations` block")
+    parser.add_argument("--report", action="store_true",
+                        help="write ablations.json and .md from the stored cells only (no refinement, no training)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from linq_eval.core.quiet import quiet_libraries
@@ -251,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         import os
 
         os.environ["LINQ_LIGHT_DIR"] = str(trajectory.repo_path(cfg.light_dir))
+    if args.report and not (out / "data" / "dataset_dict.json").is_file():
+        raise SystemExit(f"{out / 'data'} holds no kept refined set: run without --report first")
     recipe, data_sha256 = kept_data(cfg, out / "data", trajectory.repo_path(cfg.work))
     reuse_study = study_trained_on(cfg, data_sha256)
     for stage in recipe["stages"]:
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     for name in cfg.ablations.variants:  # a variant that does not apply fails now, before any training
         VARIANTS[name](recipe)
 
-    def run(variant: str, seed: int) -> dict[str, Any]:
+    def run(variant: str, seed: int) -> dict[str, Any] | None:
         label = f"{variant}-s{seed}"
         cell = out / "cells" / label / f"{truth.name}.json"
         if variant == RECIPE and seed == recipe.get("seed", 0) and reuse_study:  # the study's final checkpoint
@@ -274,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
                 raise SystemExit(f"{cell} trained on other refined data (sha256 {stored['data_sha256'][:12]}, here "
                                  f"{data_sha256[:12]}): refinement gave other data here; move it aside to retrain")
             return stored
+        if args.report:  # not trained yet: left out of the report
+            return None
         raw = copy.deepcopy(recipe) if variant == RECIPE else VARIANTS[variant](recipe)
         raw.update(name=label, seed=seed, output_dir=str(work / "runs" / label))
         if variant == "unfiltered":
@@ -302,25 +308,32 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         return record
 
     cells: dict[str, dict[int, dict[str, Any]]] = {}
-    runs = []
+    runs: list[dict[str, Any]] = []
+
+    def write(complete: bool) -> dict[str, Any]:
+        study = {"truth": cfg.truth, "tasks": cfg.tasks, "variants": cfg.ablations.variants,
+                 "seeds": cfg.ablations.seeds, "data_sha256": data_sha256,
+                 "recipe_from_study": reuse_study, "runs": runs, "comparisons": compare_all(cells),
+                 "reproduction": None if reuse_study else reproduction(cells, study_final(cfg, truth.name),
+                                                                       recipe.get("seed", 0)),
+                 "complete": complete}
+        atomic_write_json(out / "ablations.json", study)
+        atomic_write_text(out / "ablations.md", report_md(study))
+        return study
+
+    missing = 0
     for seed in cfg.ablations.seeds:  # seed by seed: a cut-short run has whole comparisons for the first seeds
         for variant in [RECIPE, *cfg.ablations.variants]:
             record = run(variant, seed)
+            if record is None:
+                missing += 1
+                continue
             cells.setdefault(variant, {})[seed] = record
             runs.append({"variant": variant, "seed": seed, "checkpoint": record["checkpoint"],
                          "macro": float(np.mean([t["mean"] for t in record["tasks"].values()])),
                          "train_seconds": record.get("train_seconds"), "train_cpu_isa": record.get("train_cpu_isa")})
-            study = {"truth": cfg.truth, "tasks": cfg.tasks, "variants": cfg.ablations.variants,
-                     "seeds": cfg.ablations.seeds, "data_sha256": data_sha256,
-                     "recipe_from_study": reuse_study, "runs": runs, "comparisons": compare_all(cells),
-                     "reproduction": None if reuse_study else reproduction(cells, study_final(cfg, truth.name),
-                                                                           recipe.get("seed", 0)),
-                     "complete": False}
-            atomic_write_json(out / "ablations.json", study)
-            atomic_write_text(out / "ablations.md", report_md(study))
-    study["complete"] = True
-    atomic_write_json(out / "ablations.json", study)
-    print(report_md(study))
+            write(complete=False)
+    print(report_md(write(complete=not missing)))
     return 0
 
 

@@ -132,6 +132,10 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert all(math.isfinite(x) for x in _numbers(ablations))
     assert (out / "ablations" / "cells" / "unfiltered-s0" / "full16.json").is_file()
     assert (out / "ablations" / "ablations.md").read_text().count("| unfiltered |") == 1
+    # --report: the same report from the stored cells alone (nothing refined or trained)
+    again = subprocess.run([*ablate, "--report"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "ablations" / "ablations.json").read_text()) == ablations
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 8, 13])
