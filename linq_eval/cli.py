@@ -519,8 +519,8 @@ FOLDER_OPTIONS = ("output_folder", "out", "cache", "dir", "embedding_cache")
 
 
 def _check_shared_args(args: argparse.Namespace) -> None:
-    """--batch-size, --device and --devices of any command, checked before anything loads (torch only fails on
-    them once the model is loaded)."""
+    """--batch-size, --device, --devices and the output folders of any command, checked before anything loads
+    (torch only fails on the first ones once the model is loaded; a folder that is a file, once the work is done)."""
     from linq_eval.core.precision import check_batch_size, check_device
 
     check_batch_size(getattr(args, "batch_size", None))
