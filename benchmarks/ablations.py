@@ -151,10 +151,9 @@ def study_trained_on(cfg: trajectory.StudyConfig, data_sha256: str) -> bool:
 def study_final(cfg: trajectory.StudyConfig, mode: str) -> dict[str, Any] | None:
     """The study's cell of its final checkpoint in ``mode``, or None before it is evaluated."""
     studied = trajectory.repo_path(cfg.out) / "cells"
-    finals = sorted(studied.glob(f"*/{mode}.json"), key=lambda p: trajectory.read_json_file(p)["step"])
-    if not finals or trajectory.read_json_file(finals[-1])["checkpoint"] == trajectory.BASE:
-        return None
-    return trajectory.read_json_file(finals[-1])
+    cells = [trajectory.read_json_file(p) for p in studied.glob(f"*/{mode}.json")]  # each read once
+    final = max(cells, key=lambda c: c["step"], default=None)
+    return None if final is None or final["checkpoint"] == trajectory.BASE else final
 
 
 # -- the comparison: pure ----------------------------------------------------------------------------------------
@@ -260,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     for stage in recipe["stages"]:
         stage["save_steps"] = 40  # only the final adapter is evaluated; checkpoints let an interrupted run resume
     truth = next(m for m in cfg.modes if m.name == cfg.truth)
+    final = study_final(cfg, truth.name)  # read once: the recipe's cell where reused, else the reproduction's other side
     for name in cfg.ablations.variants:  # a variant that does not apply fails now, before any training
         VARIANTS[name](recipe)
 
@@ -267,7 +267,6 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         label = f"{variant}-s{seed}"
         cell = out / "cells" / label / f"{truth.name}.json"
         if variant == RECIPE and seed == recipe.get("seed", 0) and reuse_study:  # the study's final checkpoint
-            final = study_final(cfg, truth.name)
             if final is None:
                 raise SystemExit("the study's final checkpoint is not evaluated yet: run benchmarks/trajectory.py "
                                  f"{args.config} first (the recipe at seed {seed} is its run)")
@@ -314,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         study = {"truth": cfg.truth, "tasks": cfg.tasks, "variants": cfg.ablations.variants,
                  "seeds": cfg.ablations.seeds, "data_sha256": data_sha256,
                  "recipe_from_study": reuse_study, "runs": runs, "comparisons": compare_all(cells),
-                 "reproduction": None if reuse_study else reproduction(cells, study_final(cfg, truth.name),
-                                                                       recipe.get("seed", 0)),
+                 "reproduction": None if reuse_study else reproduction(cells, final, recipe.get("seed", 0)),
                  "complete": complete}
         atomic_write_json(out / "ablations.json", study)
         atomic_write_text(out / "ablations.md", report_md(study))
