@@ -19,6 +19,7 @@ from linq_eval.core.console import console, status
 from linq_eval.core.errors import EXIT_ERROR, EXIT_INTERRUPTED, LinqEvalError, internal_error
 from linq_eval.core.files import check_folder
 from linq_eval.core.precision import DTYPES, check_merge
+from linq_eval.core.quiet import quiet_harmless_warnings, quiet_libraries
 
 logger = logging.getLogger(__name__)
 
@@ -544,11 +545,8 @@ def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int
     install_mteb_hook(respect_env=False)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose:
-        from linq_eval.core.quiet import quiet_libraries
-
         quiet_libraries()  # one display of ours: the libraries' bars and INFO logs only with -v
-    # bitsandbytes warns on every CPU run that an optional kernels package is missing; it is harmless.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    quiet_harmless_warnings()
     try:
         _check_shared_args(args)
         code = args.func(args)

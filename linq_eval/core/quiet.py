@@ -33,12 +33,17 @@ def quiet_libraries() -> None:
         os.environ.setdefault(name, value)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    # bitsandbytes warns on every CPU run that its optional `kernels` package is missing: harmless
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    quiet_harmless_warnings()
     if "transformers" in sys.modules:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
     if "datasets" in sys.modules:
         sys.modules["datasets"].disable_progress_bars()
+
+
+def quiet_harmless_warnings() -> None:
+    """Warnings that say nothing about the run, off even with ``-v``: bitsandbytes warns on every CPU run that its
+    optional ``kernels`` package is missing."""
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def library_bars() -> bool:
