@@ -17,6 +17,8 @@ Each variant is compared with the recipe on the same queries: per task the mean 
 paired bootstrap CI and the sign-flip permutation p, Holm-corrected over the tasks; over the tasks the
 task-stratified 95% CI of the macro difference. Per seed, and on per-query scores averaged over the seeds (the
 headline where there are several: seed noise averages out of both sides).
+The paired tests see query noise only, not training noise: with two seeds or more the report also gives the
+recipe's seed spread (each later seed minus the first), the yardstick a variant's difference must exceed.
 
 Run (after the study, whose final checkpoint it may reuse; about 50 minutes per variant and seed on 2 CPU cores;
 resumable; ``--report`` rewrites the report from the stored cells alone)::
@@ -177,6 +179,18 @@ def reproduction(cells: dict[str, dict[int, dict[str, Any]]], final: dict[str, A
     return paired(seed_mean([again]), seed_mean([final]))
 
 
+def seed_spread(cells: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any] | None:
+    """The recipe at each later seed minus the recipe at the first, same machine and data: how far the training
+    seed alone moves the scores. The paired tests above see only query noise; a variant whose difference is within
+    this spread is not shown to matter, however small its p."""
+    recipe = cells.get(RECIPE, {})
+    seeds = sorted(recipe)
+    if len(seeds) < 2:
+        return None
+    first = seed_mean([recipe[seeds[0]]])
+    return {str(s): paired(seed_mean([recipe[s]]), first) for s in seeds[1:]}
+
+
 def seed_mean(cells: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per-query scores averaged over runs (seeds) of one system."""
     tasks = cells[0]["tasks"]
@@ -218,6 +232,13 @@ def report_md(study: dict[str, Any]) -> str:
         m = again["macro"]
         lines += ["", f"The recipe trained again here minus the study's run of it (same seed; another CPU and refined "
                   f"set): {m['difference']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}], {m['verdict']}."]
+    spread = study.get("seed_spread") or {}
+    first = min(study.get("seeds") or [0])
+    for seed, row in spread.items():
+        m = row["macro"]
+        lines += ["", f"The recipe at seed {seed} minus seed {first} (same machine and data; the seed alone): "
+                  f"{m['difference']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}]. A variant's difference "
+                  "within this spread is not shown to matter, whatever its p."]
     lines += ["", "| run | macro nDCG@10 | training seconds | trained on |", "|---|---:|---:|---|"]
     for run in study["runs"]:
         lines.append(f"| {run['variant']} seed {run['seed']} | {run['macro']:.4f} | "
@@ -314,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
                  "seeds": cfg.ablations.seeds, "data_sha256": data_sha256,
                  "recipe_from_study": reuse_study, "runs": runs, "comparisons": compare_all(cells),
                  "reproduction": None if reuse_study else reproduction(cells, final, recipe.get("seed", 0)),
+                 "seed_spread": seed_spread(cells),
                  "complete": complete}
         atomic_write_json(out / "ablations.json", study)
         atomic_write_text(out / "ablations.md", report_md(study))

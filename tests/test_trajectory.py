@@ -254,6 +254,12 @@ def test_ablation_comparison_is_paired_per_query() -> None:
     assert ablations.reproduction(cells, None, seed=0) is None and ablations.reproduction(cells, cells["worse"][0], 2) is None
     assert "The recipe trained again here" in ablations.report_md(
         {"truth": "full16", "tasks": ["A", "B"], "comparisons": {}, "runs": [], "reproduction": again})
+    # the seed spread: the recipe at seed 1 minus seed 0 (here only noise), absent with one seed
+    spread = ablations.seed_spread(cells)
+    assert set(spread) == {"1"} and spread["1"]["macro"]["difference"] == pytest.approx(0)
+    assert ablations.seed_spread({"recipe": {0: cells["recipe"][0]}}) is None
+    assert "The recipe at seed 1 minus seed 0" in ablations.report_md(
+        {"truth": "full16", "tasks": ["A", "B"], "seeds": [0, 1], "comparisons": {}, "runs": [], "seed_spread": spread})
 
 
 def test_a_merged_model_encodes_as_the_adapter_merged_on_load(tiny_mistral_dir: Path, tmp_path: Path) -> None:
