@@ -485,6 +485,19 @@ def test_train_output_folders_that_are_files_are_one_line(kind: str, key: str, t
         f"linq-train: error: {key} of {config}: {file} is a file: give a folder (created if missing)"], result.stderr
 
 
+@pytest.mark.parametrize("command", ["fit", "refine"])
+@pytest.mark.parametrize("given", ["folder", "/dev/null", "missing"])
+def test_a_config_that_is_not_a_file_is_one_line(command: str, given: str, tmp_path: Path) -> None:
+    """A folder or a device given as the config says what it is (not "does not exist"), in one line, exit 2."""
+    path = {"folder": str(tmp_path), "missing": str(tmp_path / "no.yaml")}.get(given, given)
+    result = run_cli("linq-train", command, path)
+    what = {"folder": "is not a file (a folder)", "/dev/null": "is not a file (a device or pipe)",
+            "missing": "does not exist"}[given]
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"linq-train: error: config {path} {what}: give a .yaml or .toml "
+        f"{'training' if command == 'fit' else 'refinement'} config"], result.stderr
+
+
 def test_an_internal_error_is_exit_2_in_one_line_never_a_verdict(monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture) -> None:
     """An exception that is not ours (a bug, a library's) exits 2 ("nothing decided"), not Python's 1, which is

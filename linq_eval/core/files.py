@@ -52,6 +52,18 @@ def check_folder(path: str | Path, option: str) -> Path:
     return folder
 
 
+def check_file(path: str | Path, what: str, give: str) -> Path:
+    """An input file a command reads: one line naming the problem when it is missing or is not a regular file (a
+    folder, a device such as /dev/null), ``give`` saying what to give instead. Returns the path."""
+    path = Path(path)
+    if not path.exists():
+        raise LinqEvalError(f"{what} {path} does not exist: give {give}")
+    if not path.is_file():
+        raise LinqEvalError(f"{what} {path} is not a file ({'a folder' if path.is_dir() else 'a device or pipe'}): "
+                            f"give {give}")
+    return path
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, *, folder: str | Path | None = None) -> Path:
     """Write ``data`` to ``path`` atomically (temp file + fsync + rename); ``folder`` confines the path."""
     target = inside(folder, path) if folder is not None else Path(path)

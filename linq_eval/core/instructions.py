@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.files import parse_json
+from linq_eval.core.files import check_file, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +117,7 @@ def load_instructions(path: str | Path | None = None) -> InstructionTable:
     )
     if path is None:
         return builtin
-    path = Path(path)
-    if not path.is_file():
-        raise LinqEvalError(f"instruction file {path} does not exist: give a JSON file with a 'tasks' mapping")
+    path = check_file(path, "instruction file", "a JSON file with a 'tasks' mapping")
     user = _read_table(_read_text(path), str(path))
     return InstructionTable(
         tasks={**builtin.tasks, **user.tasks},

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from linq_eval.core.errors import LinqEvalError
-from linq_eval.core.files import folder_sha256, inside, parse_json
+from linq_eval.core.files import check_file, folder_sha256, inside, parse_json
 from linq_eval.core.settings import DATA_ENV, data_dir  # noqa: F401 -- re-exported for the data readers
 
 DATA_SUFFIXES = (".jsonl", ".tsv", ".json")
@@ -241,7 +241,6 @@ def read_pairs(path: Path, min_score: float, max_score: float) -> dict[str, list
 def read_labelled(path: Path) -> list[tuple[str, str]]:
     """(text, label) per line of a labelled JSONL file (classification, clustering); labels are strings or
     integers, compared as strings."""
-    if not path.is_file():
-        raise LinqEvalError(f"labelled file {path} does not exist: give a JSONL file with 'text' and 'label'")
+    check_file(path, "labelled file", "a JSONL file with 'text' and 'label'")
     return [(row["text"], str(row["label"])) for _, row in read_jsonl(path, ("text", "label"))]
 

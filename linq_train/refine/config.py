@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from linq_eval.core.errors import LinqEvalError
+from linq_eval.core.files import check_file
 
 logger = logging.getLogger(__name__)
 
@@ -302,9 +303,7 @@ def read_config(path: str | Path, schema: type[BaseModel], what: str, keys: str)
     Raises:
         LinqEvalError: missing file, bad syntax, unknown or missing key, bad value (one line).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise LinqEvalError(f"config {path} does not exist: give a .yaml or .toml {what} config")
+    path = check_file(path, "config", f"a .yaml or .toml {what} config")
     raw = _parse(path)
     if not isinstance(raw, dict):
         raise LinqEvalError(f"{path}: expected a mapping of keys ({keys}, ...) at the top level")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.instructions import InstructionTable
-from linq_eval.core.local_data import read_beir, read_corpus, read_jsonl, read_pairs
+from linq_eval.core.local_data import read_beir, read_corpus, read_labelled, read_pairs
 from linq_train.refine.config import BeirSource, LabelledSource, PairSource, Source, TitleSource
 from linq_train.refine.policy import task_instruction
 from linq_train.schema import NO_IN_BATCH_NEGATIVES, Example
@@ -130,17 +130,6 @@ def craft_pairs(source: PairSource, data_dir: Path, table: InstructionTable) -> 
         for a, b, score in kept
     ]
     return TaskData(source.task, source.task_type, instruction, corpus, examples)
-
-
-def read_labelled(path: Path) -> list[tuple[str, str]]:
-    """(text, label) per JSONL line, checked strictly (file:line errors)."""
-    if not path.is_file():
-        raise LinqEvalError(f"labelled file {path} does not exist: give a JSONL file with 'text' and 'label'")
-    rows = read_jsonl(path, ("text", "label"))
-    for number, row in rows:
-        if not isinstance(row["text"], str):
-            raise LinqEvalError(f"{path}:{number}: every line needs a string 'text' and a 'label'")
-    return [(row["text"], str(row["label"])) for _, row in rows]
 
 
 def craft_labelled(source: LabelledSource, data_dir: Path, table: InstructionTable, seed: int) -> TaskData:
