@@ -537,9 +537,25 @@ def _check_shared_args(args: argparse.Namespace) -> None:
             check_device_visible(device, option)
 
 
+def _command_parser(parser: argparse.ArgumentParser, func: object) -> argparse.ArgumentParser | None:
+    """The (sub)command parser whose default ``func`` is ``func``. argparse keeps subparsers in a private action
+    list; it has no public way to reach the one that parsed."""
+    if parser.get_default("func") is func:
+        return parser
+    for action in parser._actions:  # noqa: SLF001
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in action.choices.values():
+                found = _command_parser(sub, func)
+                if found is not None:
+                    return found
+    return None
+
+
 def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse, set up logging, run the command; bad input is one line on stderr and exit 2 (linq-eval, linq-train)."""
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the command whose options they are not, with its usage (argparse would show the top level's)
+        (_command_parser(parser, args.func) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     # our commands see our models and tasks in mteb, also with LINQ_EVAL_NO_HOOK=1 (`import linq_eval` installs
     # nothing): register now if mteb is loaded, else once it is
     install_mteb_hook(respect_env=False)

@@ -217,3 +217,29 @@ def test_quiet_libraries_silences_the_libraries_and_keeps_what_the_user_set(monk
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+@pytest.mark.parametrize(("argv", "prog", "extra"), [
+    (["gate", "ckpt", "--baseline", "b", "-m", "x"], "linq-eval gate", "-m x"),
+    (["light", "build", "-t", "ADI"], "linq-eval light build", "-t"),  # ADI: its positional task
+    (["run", "-t", "ADIRetrieval", "--bogus"], "linq-eval run", "--bogus"),
+])
+def test_an_unknown_option_names_its_command_with_that_command_usage(argv: list[str], prog: str, extra: str,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """argparse reports a subcommand's unknown option with the top level's usage; ours names the command."""
+    from linq_eval.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.splitlines()[-1] == f"{prog}: error: unrecognized arguments: {extra}"
+    assert err.startswith(f"usage: {prog} ")
+
+
+def test_linq_train_names_its_command_too(capsys: pytest.CaptureFixture) -> None:
+    from linq_train.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "a.yaml", "--zzz"])
+    assert info.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == (
+        "linq-train fit: error: unrecognized arguments: --zzz")
