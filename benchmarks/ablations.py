@@ -159,6 +159,15 @@ def study_final(cfg: trajectory.StudyConfig, mode: str) -> dict[str, Any] | None
 
 
 # -- the comparison: pure ----------------------------------------------------------------------------------------
+def steps_trained_here(stages: list[Any]) -> int:
+    """Training steps this process ran: a stage finished earlier ran none here, a resumed one only those after its
+    checkpoint (its seconds were measured over those alone)."""
+    def resumed_at(stage: Any) -> int:  # noqa: ANN401 -- linq_train's StageResult
+        return int(stage.resumed_from.rsplit("-", 1)[1]) if stage.resumed_from else 0
+
+    return sum(0 if stage.skipped else stage.global_step - resumed_at(stage) for stage in stages)
+
+
 def paired(variant: dict[str, dict[str, float]], recipe: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Variant minus recipe over the same queries (task -> query -> score): the study's paired test
     (``trajectory.paired_difference``), with a verdict where the macro CI excludes zero."""
@@ -239,11 +248,13 @@ def report_md(study: dict[str, Any]) -> str:
         lines += ["", f"The recipe at seed {seed} minus seed {first} (same machine and data; the seed alone): "
                   f"{m['difference']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}]. A variant's difference "
                   "within this spread is not shown to matter, whatever its p."]
-    lines += ["", "| run | macro nDCG@10 | training seconds | trained on |", "|---|---:|---:|---|"]
+    lines += ["", "| run | macro nDCG@10 | training seconds (steps timed) | seconds per step | trained on |",
+              "|---|---:|---:|---:|---|"]
     for run in study["runs"]:
+        seconds, timed = run["train_seconds"], run.get("train_steps_timed")
         lines.append(f"| {run['variant']} seed {run['seed']} | {run['macro']:.4f} | "
-                     f"{'-' if run['train_seconds'] is None else round(run['train_seconds'])} | "
-                     f"{run.get('train_cpu_isa') or '-'} |")
+                     + ("- | - | " if seconds is None or not timed else f"{round(seconds)} ({timed}) | {seconds / timed:.1f} | ")
+                     + f"{run.get('train_cpu_isa') or '-'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -316,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
             raise SystemExit(f"{label}: training stopped early: rerun to resume")
         seconds = time.perf_counter() - start
         steps = sum(s.global_step for s in result.stages)
+        timed = steps_trained_here(result.stages)  # a resumed run's seconds cover only the steps trained since
         point = trajectory.Checkpoint(label, steps, result.stages[-1].adapter)
         logger.info("evaluating %s", label)
         record = trajectory.evaluate_cell(cfg, raw["base_model"], point, truth, work, out)
@@ -323,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
             from linq_eval.core.precision import cpu_isa
 
             # fp32 training is not bit-identical across instruction sets: a comparison across machines says so
-            record = {**record, "train_seconds": seconds, "data_sha256": data_sha256, "train_cpu_isa": cpu_isa()}
+            record = {**record, "train_seconds": seconds, "train_steps_timed": timed, "data_sha256": data_sha256,
+                      "train_cpu_isa": cpu_isa()}
             atomic_write_json(cell, record)
         return record
 
@@ -351,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
             cells.setdefault(variant, {})[seed] = record
             runs.append({"variant": variant, "seed": seed, "checkpoint": record["checkpoint"],
                          "macro": float(np.mean([t["mean"] for t in record["tasks"].values()])),
-                         "train_seconds": record.get("train_seconds"), "train_cpu_isa": record.get("train_cpu_isa")})
+                         "train_seconds": record.get("train_seconds"),
+                         # cells written before steps were counted trained in one go
+                         "train_steps_timed": record.get("train_steps_timed", record["step"]),
+                         "train_cpu_isa": record.get("train_cpu_isa")})
             write(complete=False)
     print(report_md(write(complete=not missing)))
     return 0

@@ -126,6 +126,7 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert ablations["data_sha256"] == trajectory.data_digest(out / "ablations" / "data")
     assert json.loads((out / "ablations" / "refine_report.json").read_text())["stages"]["filter"]
     assert runs["unfiltered"]["train_seconds"] > 0 and runs["unfiltered"]["train_cpu_isa"]
+    assert runs["unfiltered"]["train_steps_timed"] == 3  # trained in one go: every step timed
     row = ablations["comparisons"]["unfiltered"]
     assert row["seeds"] == [0] and set(row["seed_mean"]["tasks"]) == {"ADIRetrieval"}
     assert row["seed_mean"]["macro"]["verdict"] in {"better", "worse", "no difference shown"}
@@ -221,6 +222,20 @@ def test_no_mixed_stage_needs_one() -> None:
 
     with pytest.raises(ValueError, match="single stage"):
         ablations.no_mixed_stage(yaml.safe_load((REPO / "configs" / "fit_tiny.yaml").read_text()))
+
+
+def test_a_resumed_run_times_only_the_steps_it_trained() -> None:
+    """Training seconds of a resumed run cover the steps after its checkpoint; a stage finished earlier, none."""
+    from types import SimpleNamespace
+
+    import ablations
+
+    def stage(step: int, resumed: str | None = None, skipped: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(global_step=step, resumed_from=resumed, skipped=skipped)
+
+    assert ablations.steps_trained_here([stage(160), stage(40)]) == 200
+    assert ablations.steps_trained_here([stage(160, "checkpoint-80"), stage(40)]) == 120
+    assert ablations.steps_trained_here([stage(160, skipped=True), stage(40, "checkpoint-40")]) == 0
 
 
 def test_ablation_comparison_is_paired_per_query() -> None:
