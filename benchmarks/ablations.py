@@ -248,13 +248,15 @@ def report_md(study: dict[str, Any]) -> str:
         lines += ["", f"The recipe at seed {seed} minus seed {first} (same machine and data; the seed alone): "
                   f"{m['difference']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}]. A variant's difference "
                   "within this spread is not shown to matter, whatever its p."]
-    lines += ["", "| run | macro nDCG@10 | training seconds (steps timed) | seconds per step | trained on |",
-              "|---|---:|---:|---:|---|"]
+    lines += ["", "| run | macro nDCG@10 | training wall seconds (steps timed) | wall / CPU seconds per step | "
+              "trained on |", "|---|---:|---:|---:|---|"]
     for run in study["runs"]:
-        seconds, timed = run["train_seconds"], run.get("train_steps_timed")
+        seconds, cpu, timed = run["train_seconds"], run.get("train_cpu_seconds"), run.get("train_steps_timed")
+        per_step = "-" if seconds is None or not timed else (
+            f"{seconds / timed:.1f} / {'-' if cpu is None else f'{cpu / timed:.1f}'}")
         lines.append(f"| {run['variant']} seed {run['seed']} | {run['macro']:.4f} | "
-                     + ("- | - | " if seconds is None or not timed else f"{round(seconds)} ({timed}) | {seconds / timed:.1f} | ")
-                     + f"{run.get('train_cpu_isa') or '-'} |")
+                     f"{'-' if seconds is None or not timed else f'{round(seconds)} ({timed})'} | {per_step} | "
+                     f"{run.get('train_cpu_isa') or '-'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -321,11 +323,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         from linq_train.fit.train import fit
 
         logger.info("training %s", label)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = fit(FitConfig.model_validate(raw), progress=False)
         if not result.finished:
             raise SystemExit(f"{label}: training stopped early: rerun to resume")
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         steps = sum(s.global_step for s in result.stages)
         timed = steps_trained_here(result.stages)  # a resumed run's seconds cover only the steps trained since
         point = trajectory.Checkpoint(label, steps, result.stages[-1].adapter)
@@ -335,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
             from linq_eval.core.precision import cpu_isa
 
             # fp32 training is not bit-identical across instruction sets: a comparison across machines says so
-            record = {**record, "train_seconds": seconds, "train_steps_timed": timed, "data_sha256": data_sha256,
-                      "train_cpu_isa": cpu_isa()}
+            # wall seconds include any pause (a test run beside it); CPU seconds (all threads) do not
+            record = {**record, "train_seconds": seconds, "train_cpu_seconds": cpu_seconds, "train_steps_timed": timed,
+                      "data_sha256": data_sha256, "train_cpu_isa": cpu_isa()}
             atomic_write_json(cell, record)
         return record
 
@@ -364,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
             cells.setdefault(variant, {})[seed] = record
             runs.append({"variant": variant, "seed": seed, "checkpoint": record["checkpoint"],
                          "macro": float(np.mean([t["mean"] for t in record["tasks"].values()])),
-                         "train_seconds": record.get("train_seconds"),
+                         "train_seconds": record.get("train_seconds"), "train_cpu_seconds": record.get("train_cpu_seconds"),
                          # cells written before steps were counted trained in one go
                          "train_steps_timed": record.get("train_steps_timed", record["step"]),
                          "train_cpu_isa": record.get("train_cpu_isa")})

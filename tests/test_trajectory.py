@@ -127,6 +127,7 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert json.loads((out / "ablations" / "refine_report.json").read_text())["stages"]["filter"]
     assert runs["unfiltered"]["train_seconds"] > 0 and runs["unfiltered"]["train_cpu_isa"]
     assert runs["unfiltered"]["train_steps_timed"] == 3  # trained in one go: every step timed
+    assert runs["unfiltered"]["train_cpu_seconds"] > 0
     row = ablations["comparisons"]["unfiltered"]
     assert row["seeds"] == [0] and set(row["seed_mean"]["tasks"]) == {"ADIRetrieval"}
     assert row["seed_mean"]["macro"]["verdict"] in {"better", "worse", "no difference shown"}
