@@ -3,11 +3,14 @@
 The study config (``configs/trajectory_cpu.yaml``) names the recipe (its refine and fit configs) and, under
 ``ablations``, the variants and seeds. Each variant changes one thing, at the same number of steps:
 
-- ``mixed_batches``: every stage draws mixed-task batches (the recipe's first stage is task-homogeneous);
+- ``mixed_batches``: every stage draws mixed-task batches (the recipe's first stage is task-homogeneous), from the
+  same examples in the same proportions;
 - ``in_batch_only``: no mined hard negatives, in-batch negatives only;
 - ``unfiltered``: the training data without the teacher filter (refine's crafting, leakage guard, teacher
   scores and synthetic queries are reused; only filtering and mining run again);
 - ``no_mixed_stage``: the homogeneous stage alone, lengthened by the mixed stage's steps.
+- ``mixed_even_batches`` (not one change: for contrast): mixed batches with the tasks at equal weight, so that the
+  data mix changes as well.
 
 Every (variant, seed) is trained once (``linq-train fit`` resumes), and its final adapter evaluated on the held-out
 tasks in the study's truth mode (full corpus, 16 bits), one cell JSON per run, so nothing finished is recomputed.
@@ -58,11 +61,21 @@ def _homogeneous(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def mixed_batches(raw: dict[str, Any]) -> dict[str, Any]:
-    """Every stage mixed: the homogeneous stage draws batches from an even mixture of its tasks."""
+    """Every stage mixed: the homogeneous stage's tasks in proportion to their examples, as its proportional
+    schedule draws them, but batched across tasks. Only the batches' composition changes, not the data."""
     out = copy.deepcopy(raw)
     first = _homogeneous(out)
-    first.update(kind="mixed", mixture=dict.fromkeys(first.pop("tasks"), 1.0))
+    first.update(kind="mixed", mixture=list(first.pop("tasks")))
     first.pop("schedule", None)  # max_steps, as before, ends the stage
+    return out
+
+
+def mixed_even_batches(raw: dict[str, Any]) -> dict[str, Any]:
+    """Every stage mixed, the homogeneous stage's tasks at equal weight (small tasks repeated, large ones cut):
+    batch composition and data mix change together, as when a mixed stage's even mixture replaced it."""
+    out = mixed_batches(raw)
+    first = out["stages"][0]
+    first["mixture"] = dict.fromkeys(first["mixture"], 1.0)
     return out
 
 
@@ -95,7 +108,7 @@ def unfiltered(raw: dict[str, Any]) -> dict[str, Any]:
 
 VARIANTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "mixed_batches": mixed_batches, "in_batch_only": in_batch_only, "unfiltered": unfiltered,
-    "no_mixed_stage": no_mixed_stage}
+    "no_mixed_stage": no_mixed_stage, "mixed_even_batches": mixed_even_batches}
 REUSED_STAGES = ("craft", "leakage", "teacher", "synthetic")  # refine's expensive stages, identical without filter
 
 

@@ -66,7 +66,7 @@ class Ablations(BaseModel):
     """The training recipe's ablations (``benchmarks/ablations.py``)."""
 
     model_config = ConfigDict(extra="forbid")
-    variants: list[str] = Field(min_length=1, description="mixed_batches, in_batch_only, unfiltered, no_mixed_stage")
+    variants: list[str] = Field(min_length=1, description="mixed_batches, in_batch_only, unfiltered, no_mixed_stage, mixed_even_batches")
     seeds: list[int] = Field([0], min_length=1, description="the recipe's own seed reuses the study's run")
 
 

@@ -83,6 +83,9 @@ def _config(raw: dict):  # noqa: ANN202 -- FitConfig
      "task ADIRetrieval is not in"),
     ({"validation": {"tasks": ["CranfieldRetrieval-light"]}},
      "validation task CranfieldRetrieval-light overlaps the training data (CranfieldRetrieval is a task of"),
+    ({"stages": [{"name": "a", "kind": "mixed", "mixture": ["LISARetrieval", "LISARetrieval"]}]},
+     "repeats a task"),
+    ({"stages": [{"name": "a", "kind": "mixed", "mixture": {"LISARetrieval": 0}}]}, "weights must be positive"),
     ({"validation": {"tasks": ["ADIRetrieval-light", "CollectionsUnionRetrieval-light"]}},
      "validation task CollectionsUnionRetrieval-light overlaps the training data (CranfieldRetrieval, LISA"),
 ])
@@ -97,6 +100,24 @@ def test_bad_config_is_one_line(refined: Path, tmp_path: Path, change: dict, mes
     with pytest.raises(LinqEvalError) as info:
         load_fit_config(path)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_mixture_of_task_names_takes_every_row_once_and_weights_take_their_share() -> None:
+    """mixture as a list: each task in proportion to its rows (every row once, shuffled); as weights: each task's
+    share of the rows, a task asked for more than it has sampled with replacement."""
+    from collections import Counter
+
+    from datasets import Dataset
+
+    from linq_train.fit.data import TaskRows, mixture_rows
+
+    parts = {t: TaskRows(t, Dataset.from_dict({"anchor": [f"{t}{i}" for i in range(n)]}), True, "", "", 0)
+             for t, n in (("a", 30), ("b", 10))}
+    natural = mixture_rows(parts, None, None, seed=0)["anchor"]
+    assert sorted(natural) == sorted([f"a{i}" for i in range(30)] + [f"b{i}" for i in range(10)])
+    assert natural != sorted(natural)  # shuffled across tasks
+    even = Counter(text[0] for text in mixture_rows(parts, {"a": 1.0, "b": 1.0}, None, seed=0)["anchor"])
+    assert even == {"a": 20, "b": 20}  # b repeated, a cut: the data mix changes
 
 
 def test_cli_refuses_leaking_validation_set_without_loading_a_model(refined: Path, tmp_path: Path) -> None:

@@ -195,7 +195,8 @@ def test_analysis_of_a_partial_study(tmp_path: Path) -> None:
     assert "| light16 | 1.0 | 2 | 4 | 2 | 40 | 0.00 |" in (tmp_path / "with_cpu" / "trajectory.md").read_text()
 
 
-@pytest.mark.parametrize("variant", ["mixed_batches", "in_batch_only", "no_mixed_stage", "unfiltered"])
+@pytest.mark.parametrize("variant", ["mixed_batches", "in_batch_only", "no_mixed_stage", "unfiltered",
+                                     "mixed_even_batches"])
 def test_ablation_variants_change_one_thing_at_the_same_steps(variant: str) -> None:
     import ablations
 
@@ -207,9 +208,12 @@ def test_ablation_variants_change_one_thing_at_the_same_steps(variant: str) -> N
     assert yaml.safe_dump(recipe) == before  # the recipe itself is untouched
     cfg, original = FitConfig.model_validate(changed), FitConfig.model_validate(recipe)
     assert sum(s.max_steps for s in cfg.stages) == sum(s.max_steps for s in original.stages) == 200
-    if variant == "mixed_batches":
+    if variant == "mixed_batches":  # the same tasks in proportion to their examples: only the batches change
         assert all(isinstance(s, MixedStage) for s in cfg.stages)
-        assert set(cfg.stages[0].mixture) == set(original.stages[0].tasks)
+        assert cfg.stages[0].mixture == original.stages[0].tasks
+        assert cfg.stages[1:] == original.stages[1:]
+    elif variant == "mixed_even_batches":
+        assert cfg.stages[0].mixture == dict.fromkeys(original.stages[0].tasks, 1.0)
     elif variant == "in_batch_only":
         assert [s.hard_negatives for s in cfg.stages] == [0, 0]
     elif variant == "no_mixed_stage":

@@ -76,7 +76,9 @@ class MixedStage(_StageBase):
     """Batches drawn from a mixture of tasks (in-batch negatives across tasks)."""
 
     kind: Literal["mixed"] = "mixed"
-    mixture: dict[str, float] = Field(min_length=1, description="task -> weight: its share of the mixed examples")
+    mixture: dict[str, float] | list[str] = Field(
+        min_length=1, description="task -> weight: its share of the mixed examples; or a list of tasks: each in "
+        "proportion to its examples (the data a homogeneous stage's proportional schedule sees, batched across tasks)")
     examples: int | None = Field(None, ge=1, description="examples in the mixture (default: every example of the "
                                  "mixed tasks); a task asked for more than it has is sampled with replacement")
 
@@ -130,8 +132,11 @@ class FitConfig(_Closed):
         if self.stages[0].init == "previous":
             raise ValueError(f"stages.0.init is 'previous', but '{names[0]}' is the first stage: use fresh or a path")
         for i, stage in enumerate(self.stages):
-            if isinstance(stage, MixedStage) and any(w <= 0 for w in stage.mixture.values()):
+            if isinstance(stage, MixedStage) and isinstance(stage.mixture, dict) \
+                    and any(w <= 0 for w in stage.mixture.values()):
                 raise ValueError(f"stages.{i}.mixture: weights must be positive, got {stage.mixture}")
+            if isinstance(stage, MixedStage) and len(set(stage.mixture)) != len(stage.mixture):
+                raise ValueError(f"stages.{i}.mixture {stage.mixture} repeats a task: name each task once")
             if isinstance(stage, HomogeneousStage) and len(set(stage.tasks)) != len(stage.tasks):
                 raise ValueError(f"stages.{i}.tasks {stage.tasks} repeat a task: name each task once")
         if self.validation.enabled and not self.validation.tasks:

@@ -82,16 +82,20 @@ def task_rows(examples: Dataset, task: str, policy: LinqEncoder, hard_negatives:
     return TaskRows(task, Dataset.from_dict(columns), in_batch, query_prefix, doc_prefix, left_out)
 
 
-def mixture_rows(parts: dict[str, TaskRows], weights: dict[str, float], total: int | None, seed: int) -> Dataset:
+def mixture_rows(parts: dict[str, TaskRows], weights: dict[str, float] | None, total: int | None,
+                 seed: int) -> Dataset:
     """One shuffled dataset with each task's share ``weight / sum(weights)`` of ``total`` rows.
 
     A task asked for more rows than it has is sampled with replacement (and logged); ``total`` defaults to all
-    rows of the mixed tasks.
+    rows of the mixed tasks. ``weights=None``: each task in proportion to its rows (with the default ``total``,
+    every row once).
     """
     from datasets import concatenate_datasets
 
     rng = np.random.default_rng(seed)
     total = total or sum(len(p.rows) for p in parts.values())
+    if weights is None:
+        weights = {task: len(p.rows) for task, p in parts.items()}
     norm = sum(weights.values())
     picked = []
     for task, weight in weights.items():

@@ -224,7 +224,8 @@ class _Fit:
         if without:
             raise LinqEvalError(f"stage '{stage.name}': {without[0]} trains without in-batch negatives, so it cannot "
                                 "be mixed with other tasks: train it in a homogeneous stage")
-        mixed = mixture_rows(parts, stage.mixture, stage.examples, self.cfg.seed)
+        weights = stage.mixture if isinstance(stage.mixture, dict) else None  # a list: tasks in proportion to rows
+        mixed = mixture_rows(parts, weights, stage.examples, self.cfg.seed)
         return DatasetDict({"mixed": mixed}), in_batch, {t: len(p.rows) for t, p in parts.items()}, left_out
 
     def stage_fingerprint(self, stage: HomogeneousStage | MixedStage, data_sha: str, init: Path | None,
