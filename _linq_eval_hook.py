@@ -38,10 +38,39 @@ def register_quietly() -> None:
 
         register()
         _state["registered"] = True
+        if _is_mteb_cli():
+            _one_line_errors()
     except Exception as exc:  # noqa: BLE001 -- the hook must never break the host process
         _warn(f"linq-eval: could not register its models in mteb: {exc!r}")
     finally:
         _state["running"] = False
+
+
+def _is_mteb_cli() -> bool:
+    """Whether this process is mteb's own command line (``mteb ...`` or ``python -m mteb ...``)."""
+    script = (sys.argv[0] if sys.argv else "").replace("\\", "/")
+    if os.path.basename(script) == "mteb" or script.endswith("mteb/__main__.py"):
+        return True
+    given = getattr(sys, "orig_argv", [])  # `python -m mteb`: argv[0] is still "-m" while mteb is imported
+    return any(a == "-m" and b in {"mteb", "mteb.__main__"} for a, b in zip(given, given[1:], strict=False))
+
+
+def _one_line_errors() -> None:
+    """mteb's CLI does not catch exceptions: our bad-input error (a LinqEvalError: a bad LINQ_MODEL, a missing
+    collection) would end in a traceback through mteb's frames. Print it as our commands do, one line naming the
+    problem and the fix (``LINQ_EVAL_TRACEBACK=1`` keeps the traceback). Any other exception is left to the hook
+    that was there."""
+    previous = sys.excepthook
+
+    def hook(kind, error, trace):  # noqa: ANN001,ANN202 -- sys.excepthook's contract
+        from linq_eval.core.errors import LinqEvalError
+
+        if isinstance(error, LinqEvalError) and not os.environ.get("LINQ_EVAL_TRACEBACK"):
+            sys.stderr.write(f"mteb: error: {error}\n")
+            return
+        previous(kind, error, trace)
+
+    sys.excepthook = hook
 
 
 class _RegisteringLoader:
@@ -54,6 +83,7 @@ class _RegisteringLoader:
         return self._wrapped.create_module(spec)
 
     def exec_module(self, module):  # noqa: ANN001,ANN201 -- importlib contract
+        _uninstall_finder()  # one-shot: mteb is being imported now
         self._wrapped.exec_module(module)  # mteb's own errors propagate unchanged
         # Restore mteb's loader so the spec looks untouched to anyone inspecting it later.
         module.__spec__.loader = self._wrapped
@@ -65,10 +95,11 @@ def find_spec(fullname, path=None, target=None):  # noqa: ANN001,ANN201 -- impor
     """mteb's spec, its loader wrapped to register once mteb has run; None for any other module."""
     if fullname != _TARGET:
         return None
-    _uninstall_finder()  # one-shot; also prevents recursion below
+    # stay installed until mteb really loads (exec_module): a lookup without import (importlib.util.find_spec,
+    # as `python -m mteb` does before importing) must not use up the hook
     try:
         spec = None
-        for finder in sys.meta_path:
+        for finder in [f for f in sys.meta_path if not getattr(f, "linq_eval_hook", False)]:  # not ourselves
             find = getattr(finder, "find_spec", None)
             spec = find(fullname, path, target) if find else None
             if spec is not None:

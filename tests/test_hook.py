@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,33 @@ def test_registration_is_idempotent() -> None:
     register()
     assert len(MODEL_REGISTRY) == before
     assert len(mteb.get_tasks(tasks=["ADIRetrieval", "VaswaniRetrieval"])) == n_tasks == 2
+
+
+def test_a_lookup_without_import_does_not_use_up_the_hook() -> None:
+    """importlib.util.find_spec('mteb') (what `python -m mteb` does before importing it) leaves the hook waiting."""
+    code = (
+        "import importlib.util\n"
+        "importlib.util.find_spec('mteb')\n"
+        "import mteb\n"
+        "from mteb.models.model_implementations import MODEL_REGISTRY\n"
+        "print('linq' in MODEL_REGISTRY)\n"
+    )
+    res = _python(code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True"]
+
+
+@pytest.mark.parametrize("how", ["console script", "python -m"])
+def test_mteb_s_own_cli_reports_our_bad_input_in_one_line(how: str, tmp_path: Path) -> None:
+    """mteb's CLI catches nothing: our one-line error, not a traceback through mteb (LINQ_EVAL_TRACEBACK=1 keeps
+    it). `python -m mteb` registers our models as the console script does."""
+    command = [str(Path(sys.executable).parent / "mteb")] if how == "console script" else [sys.executable, "-m", "mteb"]
+    command += ["run", "-m", "linq", "-t", "ADIRetrieval", "--output-folder", str(tmp_path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LINQ_MODEL": str(tmp_path / "no-such-model")}
+    res = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [
+        f"mteb: error: model '{tmp_path / 'no-such-model'}' is neither an existing model directory nor a hub id "
+        "(org/name): fix the path, or set LINQ_MODEL / --model"], res.stderr[-2000:]
+    kept = subprocess.run(command, capture_output=True, text=True, env={**env, "LINQ_EVAL_TRACEBACK": "1"},
+                          timeout=300, cwd=tmp_path)
+    assert kept.returncode == 1 and "Traceback (most recent call last)" in kept.stderr
