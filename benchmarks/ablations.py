@@ -258,7 +258,8 @@ def report_md(study: dict[str, Any]) -> str:
     first = min(study.get("seeds") or [0])
     for seed, row in spread.items():
         m = row["macro"]
-        lines += ["", f"The recipe at seed {seed} minus seed {first} (same machine and data; the seed alone): "
+        lines += ["", f"The recipe at seed {seed} minus seed {first} (same data; the seed alone where both trained on "
+                  "one machine, see 'trained on'): "
                   f"{m['difference']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}]. A variant's difference "
                   "within this spread is not shown to matter, whatever its p."]
     lines += ["", "| run | macro nDCG@10 | training wall seconds (steps timed) | wall / CPU seconds per step | "
