@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     for name in cfg.ablations.variants:  # a variant that does not apply fails now, before any training
         VARIANTS[name](recipe)
 
-    def run(variant: str, seed: int) -> dict[str, Any] | None:
+    def run(variant: str, seed: int, train: bool) -> dict[str, Any] | None:
         label = f"{variant}-s{seed}"
         cell = out / "cells" / label / f"{truth.name}.json"
         if variant == RECIPE and seed == recipe.get("seed", 0) and reuse_study:  # the study's final checkpoint
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
                 raise SystemExit(f"{cell} trained on other refined data (sha256 {stored['data_sha256'][:12]}, here "
                                  f"{data_sha256[:12]}): refinement gave other data here; move it aside to retrain")
             return stored
-        if args.report:  # not trained yet: left out of the report
+        if not train:  # not trained yet: left out of the report for now
             return None
         raw = copy.deepcopy(recipe) if variant == RECIPE else VARIANTS[variant](recipe)
         raw.update(name=label, seed=seed, output_dir=str(work / "runs" / label))
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     def write(complete: bool) -> dict[str, Any]:
         study = {"truth": cfg.truth, "tasks": cfg.tasks, "variants": cfg.ablations.variants,
                  "seeds": cfg.ablations.seeds, "data_sha256": data_sha256,
-                 "recipe_from_study": reuse_study, "runs": runs, "comparisons": compare_all(cells),
+                 "recipe_from_study": reuse_study, "runs": runs, "comparisons": compare_all({v: cells[v] for v in [RECIPE, *cfg.ablations.variants] if v in cells}),
                  "reproduction": None if reuse_study else reproduction(cells, final, recipe.get("seed", 0)),
                  "seed_spread": seed_spread(cells),
                  "complete": complete}
@@ -371,21 +371,35 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         atomic_write_text(out / "ablations.md", report_md(study))
         return study
 
-    missing = 0
-    for seed in cfg.ablations.seeds:  # seed by seed: a cut-short run has whole comparisons for the first seeds
-        for variant in [RECIPE, *cfg.ablations.variants]:
-            record = run(variant, seed)
-            if record is None:
-                missing += 1
-                continue
-            cells.setdefault(variant, {})[seed] = record
-            runs.append({"variant": variant, "seed": seed, "checkpoint": record["checkpoint"],
-                         "macro": float(np.mean([t["mean"] for t in record["tasks"].values()])),
-                         "train_seconds": record.get("train_seconds"), "train_cpu_seconds": record.get("train_cpu_seconds"),
-                         # cells written before steps were counted trained in one go
-                         "train_steps_timed": record.get("train_steps_timed", record["step"]),
-                         "train_cpu_isa": record.get("train_cpu_isa")})
-            write(complete=False)
+    order = [(seed, variant) for seed in cfg.ablations.seeds for variant in [RECIPE, *cfg.ablations.variants]]
+
+    def add(variant: str, seed: int, record: dict[str, Any]) -> None:
+        cells.setdefault(variant, {})[seed] = record
+        runs.append({"variant": variant, "seed": seed, "checkpoint": record["checkpoint"],
+                     "macro": float(np.mean([t["mean"] for t in record["tasks"].values()])),
+                     "train_seconds": record.get("train_seconds"), "train_cpu_seconds": record.get("train_cpu_seconds"),
+                     # cells written before steps were counted trained in one go
+                     "train_steps_timed": record.get("train_steps_timed", record["step"]),
+                     "train_cpu_isa": record.get("train_cpu_isa")})
+        runs.sort(key=lambda r: order.index((r["seed"], r["variant"])))
+
+    # every stored cell first, so that the report written after each new run holds all of them
+    missing = []
+    for seed, variant in order:
+        record = run(variant, seed, train=False)
+        if record is None:
+            missing.append((seed, variant))
+        else:
+            add(variant, seed, record)
+    if not args.report:
+        write(complete=False)
+        # seed by seed: a cut-short run has whole comparisons for the first seeds
+        for seed, variant in list(missing):
+            record = run(variant, seed, train=True)
+            assert record is not None  # noqa: S101 -- training always yields a cell
+            add(variant, seed, record)
+            missing.remove((seed, variant))
+            write(complete=not missing)
     print(report_md(write(complete=not missing)))
     return 0
 
