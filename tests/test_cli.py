@@ -243,3 +243,22 @@ def test_linq_train_names_its_command_too(capsys: pytest.CaptureFixture) -> None
         main(["fit", "a.yaml", "--zzz"])
     assert info.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == (
         "linq-train fit: error: unrecognized arguments: --zzz")
+
+
+def test_a_compare_job_process_silences_the_harmless_warnings(tmp_path: Path) -> None:
+    """A precision job runs in a process of its own: the environment's quiet switches reach it, a logger's level
+    does not, so the job sets it itself (bitsandbytes' kernels notice on CPUs with AVX512-BF16)."""
+    import logging
+
+    from linq_eval.compare import job
+    from linq_eval.core.errors import LinqEvalError
+
+    logger = logging.getLogger("bitsandbytes")
+    level = logger.level
+    try:
+        logger.setLevel(logging.NOTSET)
+        with pytest.raises(LinqEvalError):
+            job.main([str(tmp_path / "no-job.json")])
+        assert not logging.getLogger("bitsandbytes.backends.cpu.ops").isEnabledFor(logging.WARNING)
+    finally:
+        logger.setLevel(level)

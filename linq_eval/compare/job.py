@@ -120,11 +120,13 @@ def execute(job: Job) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     from linq_eval.core.children import stop_with_parent
+    from linq_eval.core.quiet import quiet_harmless_warnings
     from linq_eval.models import distributed
 
-    stop_with_parent()  # a killed compare or study never leaves this job writing into a restarted run's folders
+    quiet_harmless_warnings()  # a logger's level is not inherited from the parent, as the quiet environment is
     path = Path((argv or sys.argv[1:])[0])
     job = Job(**read_json_file(path))
+    stop_with_parent()  # a killed compare or study never leaves this job writing into a restarted run's folders
     result = execute(job)
     # under torchrun / accelerate launch: every rank finished its share (a rank that died fails this barrier, so
     # no result is written); then rank 0 writes
