@@ -245,14 +245,16 @@ def test_linq_train_names_its_command_too(capsys: pytest.CaptureFixture) -> None
         "linq-train fit: error: unrecognized arguments: --zzz")
 
 
-def test_a_compare_job_process_silences_the_harmless_warnings(tmp_path: Path) -> None:
+def test_a_compare_job_process_silences_the_harmless_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A precision job runs in a process of its own: the environment's quiet switches reach it, a logger's level
     does not, so the job sets it itself (bitsandbytes' kernels notice on CPUs with AVX512-BF16)."""
     import logging
 
     from linq_eval.compare import job
+    from linq_eval.core import children
     from linq_eval.core.errors import LinqEvalError
 
+    monkeypatch.setattr(children, "stop_with_parent", lambda: None)  # this is pytest's process, not a job's
     logger = logging.getLogger("bitsandbytes")
     level = logger.level
     try:

@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     from linq_eval.models import distributed
 
     quiet_harmless_warnings()  # a logger's level is not inherited from the parent, as the quiet environment is
+    stop_with_parent()  # a killed compare or study never leaves this job writing into a restarted run's folders
     path = Path((argv or sys.argv[1:])[0])
     job = Job(**read_json_file(path))
-    stop_with_parent()  # a killed compare or study never leaves this job writing into a restarted run's folders
     result = execute(job)
     # under torchrun / accelerate launch: every rank finished its share (a rank that died fails this barrier, so
     # no result is written); then rank 0 writes
