@@ -181,6 +181,16 @@ def steps_trained_here(stages: list[Any]) -> int:
     return sum(0 if stage.skipped else stage.global_step - resumed_at(stage) for stage in stages)
 
 
+def run_row(variant: str, seed: int, record: dict[str, Any]) -> dict[str, Any]:
+    """One run's line of the report: its macro score and how long it trained, where."""
+    return {"variant": variant, "seed": seed, "checkpoint": record["checkpoint"],
+            "macro": float(np.mean([t["mean"] for t in record["tasks"].values()])),
+            "train_seconds": record.get("train_seconds"), "train_cpu_seconds": record.get("train_cpu_seconds"),
+            # cells written before steps were counted trained in one go
+            "train_steps_timed": record.get("train_steps_timed", record["step"]),
+            "train_cpu_isa": record.get("train_cpu_isa")}
+
+
 def paired(variant: dict[str, dict[str, float]], recipe: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Variant minus recipe over the same queries (task -> query -> score): the study's paired test
     (``trajectory.paired_difference``), with a verdict where the macro CI excludes zero."""
@@ -358,30 +368,21 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         return record
 
     cells: dict[str, dict[int, dict[str, Any]]] = {}
-    runs: list[dict[str, Any]] = []
+    variants = [RECIPE, *cfg.ablations.variants]
+    order = [(seed, variant) for seed in cfg.ablations.seeds for variant in variants]
 
     def write(complete: bool) -> dict[str, Any]:
+        ordered = {v: cells[v] for v in variants if v in cells}  # config order, however the cells came in
+        runs = [run_row(v, s, ordered[v][s]) for s, v in order if s in ordered.get(v, {})]
         study = {"truth": cfg.truth, "tasks": cfg.tasks, "variants": cfg.ablations.variants,
                  "seeds": cfg.ablations.seeds, "data_sha256": data_sha256,
-                 "recipe_from_study": reuse_study, "runs": runs, "comparisons": compare_all({v: cells[v] for v in [RECIPE, *cfg.ablations.variants] if v in cells}),
+                 "recipe_from_study": reuse_study, "runs": runs, "comparisons": compare_all(ordered),
                  "reproduction": None if reuse_study else reproduction(cells, final, recipe.get("seed", 0)),
                  "seed_spread": seed_spread(cells),
                  "complete": complete}
         atomic_write_json(out / "ablations.json", study)
         atomic_write_text(out / "ablations.md", report_md(study))
         return study
-
-    order = [(seed, variant) for seed in cfg.ablations.seeds for variant in [RECIPE, *cfg.ablations.variants]]
-
-    def add(variant: str, seed: int, record: dict[str, Any]) -> None:
-        cells.setdefault(variant, {})[seed] = record
-        runs.append({"variant": variant, "seed": seed, "checkpoint": record["checkpoint"],
-                     "macro": float(np.mean([t["mean"] for t in record["tasks"].values()])),
-                     "train_seconds": record.get("train_seconds"), "train_cpu_seconds": record.get("train_cpu_seconds"),
-                     # cells written before steps were counted trained in one go
-                     "train_steps_timed": record.get("train_steps_timed", record["step"]),
-                     "train_cpu_isa": record.get("train_cpu_isa")})
-        runs.sort(key=lambda r: order.index((r["seed"], r["variant"])))
 
     # every stored cell first, so that the report written after each new run holds all of them
     missing = []
@@ -390,17 +391,15 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         if record is None:
             missing.append((seed, variant))
         else:
-            add(variant, seed, record)
+            cells.setdefault(variant, {})[seed] = record
+    study = write(complete=not missing)
     if not args.report:
-        write(complete=False)
         # seed by seed: a cut-short run has whole comparisons for the first seeds
         for seed, variant in list(missing):
-            record = run(variant, seed, train=True)
-            assert record is not None  # noqa: S101 -- training always yields a cell
-            add(variant, seed, record)
+            cells.setdefault(variant, {})[seed] = run(variant, seed, train=True)
             missing.remove((seed, variant))
-            write(complete=not missing)
-    print(report_md(write(complete=not missing)))
+            study = write(complete=not missing)
+    print(report_md(study))
     return 0
 
 
