@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -64,13 +65,37 @@ def check_file(path: str | Path, what: str, give: str) -> Path:
     return path
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` can only be read by setting
+    it, which for a moment would let another thread create files with no umask)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _file_mode(target: Path) -> int:
+    """The mode a written file gets: an existing file's own, else what ``open()`` would give (0o666 less the
+    umask). mkstemp's temp file is 0o600, so without this every result and baseline would be private to its
+    writer, unreadable by the team that shares the folder."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, *, folder: str | Path | None = None) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename); ``folder`` confines the path."""
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename); ``folder`` confines the path. The file
+    gets the mode ``open()`` would give it (an existing file keeps its own)."""
     target = inside(folder, path) if folder is not None else Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), _file_mode(target))
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
