@@ -85,6 +85,8 @@ def _config(raw: dict):  # noqa: ANN202 -- FitConfig
      "validation task CranfieldRetrieval-light overlaps the training data (CranfieldRetrieval is a task of"),
     ({"stages": [{"name": "a", "kind": "mixed", "mixture": ["LISARetrieval", "LISARetrieval"]}]},
      "repeats a task"),
+    ({"stages": [{"name": "a", "kind": "homogeneous", "tasks": ["LISARetrieval", "LISARetrieval"]}]},
+     "stages.0.tasks ['LISARetrieval', 'LISARetrieval'] repeats a task"),
     ({"stages": [{"name": "a", "kind": "mixed", "mixture": {"LISARetrieval": 0}}]}, "weights must be positive"),
     ({"validation": {"tasks": ["ADIRetrieval-light", "CollectionsUnionRetrieval-light"]}},
      "validation task CollectionsUnionRetrieval-light overlaps the training data (CranfieldRetrieval, LISA"),

@@ -132,13 +132,11 @@ class FitConfig(_Closed):
         if self.stages[0].init == "previous":
             raise ValueError(f"stages.0.init is 'previous', but '{names[0]}' is the first stage: use fresh or a path")
         for i, stage in enumerate(self.stages):
-            if isinstance(stage, MixedStage) and isinstance(stage.mixture, dict) \
-                    and any(w <= 0 for w in stage.mixture.values()):
-                raise ValueError(f"stages.{i}.mixture: weights must be positive, got {stage.mixture}")
-            if isinstance(stage, MixedStage) and len(set(stage.mixture)) != len(stage.mixture):
-                raise ValueError(f"stages.{i}.mixture {stage.mixture} repeats a task: name each task once")
-            if isinstance(stage, HomogeneousStage) and len(set(stage.tasks)) != len(stage.tasks):
-                raise ValueError(f"stages.{i}.tasks {stage.tasks} repeat a task: name each task once")
+            field, tasks = ("tasks", stage.tasks) if isinstance(stage, HomogeneousStage) else ("mixture", stage.mixture)
+            if isinstance(tasks, dict) and any(w <= 0 for w in tasks.values()):
+                raise ValueError(f"stages.{i}.mixture: weights must be positive, got {tasks}")
+            if len(set(tasks)) != len(tasks):
+                raise ValueError(f"stages.{i}.{field} {tasks} repeats a task: name each task once")
         if self.validation.enabled and not self.validation.tasks:
             raise ValueError("validation.tasks is empty: name held-out light sets, or set validation.enabled: false")
         return self
