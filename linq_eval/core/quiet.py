@@ -41,9 +41,10 @@ def quiet_libraries() -> None:
 
 
 def quiet_harmless_warnings() -> None:
-    """Warnings that say nothing about the run, off even with ``-v``: bitsandbytes warns on every CPU run that its
-    optional ``kernels`` package is missing."""
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    """Warnings that say nothing about the run, off even with ``-v`` and in mteb's own CLI (the model loader calls
+    this): bitsandbytes warns on every CPU run that its optional ``kernels`` package is missing, and on every int8
+    matmul (thousands per evaluation) that it casts fp16 inputs, as LLM.int8 always does. Idempotent."""
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its modules' loggers set no level of their own
 
 
 def library_bars() -> bool:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.precision import DTYPES, PRECISIONS, check_bits, check_device, cpu_supports_bf16, merges
+from linq_eval.core.quiet import quiet_harmless_warnings
 from linq_eval.core.settings import DEFAULT_MODEL, MODEL_ENV, default_model
 
 if TYPE_CHECKING:
@@ -196,22 +197,6 @@ def _model_kwargs(bits: int, device: str, allow_pickle: bool, dtype_name: str | 
     return kwargs
 
 
-class _Int8CastNotice(logging.Filter):
-    """Drops bitsandbytes' "MatMul8bitLt: inputs will be cast ... to float16" warning. It comes on every int8
-    matmul (thousands per evaluation, flooding mteb's own CLI, which does not silence bitsandbytes), and says what
-    LLM.int8 always does: it quantises fp16 inputs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
-
-
-_INT8_NOTICE = _Int8CastNotice()
-
-
-def _quiet_int8_notice() -> None:
-    logging.getLogger("bitsandbytes.autograd._functions").addFilter(_INT8_NOTICE)  # a no-op when already added
-
-
 def _pooling_mode(model: SentenceTransformer) -> str | None:
     for module in model:
         mode = getattr(module, "pooling_mode", None)
@@ -364,6 +349,7 @@ def build_model(
     from linq_eval.models.references import resolve
 
     bits = check_bits(bits)
+    quiet_harmless_warnings()  # here too, not only in our commands: mteb's own CLI loads models through this
     if dtype is not None and dtype not in DTYPES:
         raise LinqEvalError(f"dtype={dtype!r} is not supported: use one of {list(DTYPES)}")
     if max_length is not None and max_length < 2:
@@ -394,8 +380,6 @@ def build_model(
                                 f"set {CACHE_ENV} to a writable folder with room for a 16-bit copy of the model") from None
         adapter_dir = None  # in the weights now
     kwargs = _model_kwargs(bits, device, allow_pickle, dtype)
-    if bits == 8:
-        _quiet_int8_notice()
     try:
         model = _load(str(local or source), revision if local is None else None, device, kwargs, pooling,
                       max_length, trust_remote_code)
