@@ -297,8 +297,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     from linq_eval.core.quiet import quiet_libraries
 
     quiet_libraries()  # the libraries' bars and INFO logs off, in the cells' processes too: the log holds ours
-    raw_config = trajectory.repo_path(args.config).read_text(encoding="utf-8")
-    cfg = trajectory.StudyConfig.model_validate(yaml.safe_load(raw_config))
+    cfg = trajectory.load_study(args.config)
     if cfg.ablations is None:
         raise SystemExit(f"{args.config} has no `ablations` block: name the variants and seeds there")
     unknown = sorted(set(cfg.ablations.variants) - set(VARIANTS))
@@ -404,4 +403,4 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(trajectory.run_script(main))

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from linq_eval.core.quiet import quiet_libraries
 
     quiet_libraries()  # the libraries' bars and INFO logs off, in the cells' processes too: the log holds ours
-    cfg = trajectory.StudyConfig.model_validate(yaml.safe_load(trajectory.repo_path(args.config).read_text("utf-8")))
+    cfg = trajectory.load_study(args.config)
     if cfg.light_dir:
         import os
 
@@ -105,4 +105,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(trajectory.run_script(main))

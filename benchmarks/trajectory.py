@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +112,28 @@ class Checkpoint:
 def repo_path(path: str) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else REPO / p
+
+
+def load_study(path: str) -> StudyConfig:
+    """The study config, read as linq-train reads its own: a missing file, bad YAML, an unknown or missing key is
+    one line naming the file and the key (LinqEvalError)."""
+    from linq_train.refine.config import read_config
+
+    return read_config(repo_path(path), StudyConfig, "trajectory study", "name, refine, fit, tasks, modes")
+
+
+def run_script(main: Callable[[], int]) -> int:
+    """A study script's exit: bad input is one line and exit 2, as in linq-eval (LINQ_EVAL_TRACEBACK=1 keeps the
+    traceback); anything else is a crash with its traceback."""
+    from linq_eval.core.errors import LinqEvalError
+
+    try:
+        return main()
+    except LinqEvalError as exc:
+        if os.environ.get("LINQ_EVAL_TRACEBACK"):
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def shown(adapter: str | None) -> str | None:
@@ -575,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     from linq_eval.core.quiet import quiet_libraries
 
     quiet_libraries()  # the libraries' bars and INFO logs off, in the cells' processes too: the log holds ours
-    cfg = StudyConfig.model_validate(yaml.safe_load(repo_path(args.config).read_text(encoding="utf-8")))
+    cfg = load_study(args.config)
     modes = {m.name for m in cfg.modes}
     if cfg.truth not in modes:
         raise SystemExit(f"truth mode {cfg.truth!r} is not among the modes {sorted(modes)}")
@@ -732,4 +755,4 @@ def reference_scores(cfg: StudyConfig, reference: dict | None, final: dict) -> d
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

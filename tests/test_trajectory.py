@@ -407,7 +407,7 @@ def test_every_study_config_is_runnable_as_written(name: str) -> None:
     from linq_train.fit.config import FitConfig, held_out_guard
     from linq_train.refine.config import RefineConfig
 
-    cfg = trajectory.StudyConfig.model_validate(yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text()))
+    cfg = trajectory.load_study(str(REPO / "configs" / f"{name}.yaml"))
     fit_raw = yaml.safe_load(trajectory.repo_path(cfg.fit).read_text())
     fit = FitConfig.model_validate(fit_raw)
     RefineConfig.model_validate(yaml.safe_load(trajectory.repo_path(cfg.refine).read_text()))
@@ -422,3 +422,25 @@ def test_every_study_config_is_runnable_as_written(name: str) -> None:
     assert cfg.truth in {m.name for m in cfg.modes} and all(m.bits in (4, 8, 16) for m in cfg.modes)
     for variant in cfg.ablations.variants if cfg.ablations else []:
         FitConfig.model_validate(ablations.VARIANTS[variant](fit_raw))
+
+
+@pytest.mark.parametrize("script", ["trajectory.py", "ablations.py", "merge_before_quantize.py"])
+@pytest.mark.parametrize(("config", "message"), [
+    ("missing.yaml", "config {tmp}/missing.yaml does not exist: give a .yaml or .toml trajectory study config"),
+    ("folder", "config {tmp}/folder is not a file (a folder)"),
+    ("typo.yaml", "{tmp}/typo.yaml: unknown key 'tasks_'"),
+    ("broken.yaml", "{tmp}/broken.yaml:2: not valid YAML"),
+])
+def test_a_study_script_refuses_a_bad_config_in_one_line(tmp_path: Path, script: str, config: str,
+                                                          message: str) -> None:
+    """The study scripts read their config as linq-train does: one line, exit 2, before anything loads (it was a
+    traceback through pydantic or open())."""
+    (tmp_path / "folder").mkdir()
+    good = yaml.safe_load((REPO / "configs" / "trajectory_tiny.yaml").read_text())
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump({**good, "tasks_": good["tasks"]}))
+    (tmp_path / "broken.yaml").write_text("name: [x\n")
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), str(tmp_path / config)], cwd=REPO,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == done.stderr.strip().splitlines()[0], done.stderr
+    assert done.stderr.startswith(f"{script}: error: {message.format(tmp=tmp_path)}"), done.stderr
