@@ -15,6 +15,7 @@ joins the group (``gloo`` on CPU, ``nccl`` on CUDA). Without them everything her
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -202,7 +203,14 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
+    """Leave the group. After finished work the ranks leave together (a barrier first): a rank that tore its gloo
+    connections down while another still held the group has, rarely, aborted the other at exit (SIGABRT,
+    "terminate called without an active exception"), a finished run turned into a launcher failure. While an
+    exception is on its way (``shutdown`` in a ``finally`` or ``except``) it leaves at once: the other ranks may
+    never reach a barrier, and the launcher stops them when this rank exits non-zero."""
     if active():
         import torch.distributed as dist
 
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
