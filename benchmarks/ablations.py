@@ -21,7 +21,8 @@ paired bootstrap CI and the sign-flip permutation p, Holm-corrected over the tas
 task-stratified 95% CI of the macro difference. Per seed, and on per-query scores averaged over the seeds (the
 headline where there are several: seed noise averages out of both sides).
 The paired tests see query noise only, not training noise: with two seeds or more the report also gives the
-recipe's seed spread (each later seed minus the first), the yardstick a variant's difference must exceed.
+recipe's seed spread (each later seed minus the first), the yardstick a variant's difference must exceed (the
+report's "seed spread" column: beyond or within the largest spread measured).
 
 Run (after the study, whose final checkpoint it may reuse; about 50 minutes per variant and seed on 2 CPU cores;
 resumable; ``--report`` rewrites the report from the stored cells alone)::
@@ -246,19 +247,37 @@ def compare_all(cells: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
+def against_spread(comparisons: dict[str, Any], spread: dict[str, Any] | None) -> dict[str, str | None]:
+    """Each variant's seed-averaged macro difference against the recipe's seed spread: "beyond" when it is larger
+    than the largest spread measured (and its per-query CI excludes zero), else "within"; None while only one
+    seed of the recipe exists. Conservative on purpose: with two seeds the spread is one draw of run-to-run
+    noise, and two runs of one recipe differ by about that much whatever the per-query p says."""
+    if not spread:
+        return {name: None for name in comparisons}
+    largest = max(abs(row["macro"]["difference"]) for row in spread.values())
+    out: dict[str, str | None] = {}
+    for name, row in comparisons.items():
+        m = row["seed_mean"]["macro"]
+        shown = m["verdict"] in ("better", "worse") and abs(m["difference"]) > largest
+        out[name] = "beyond" if shown else "within"
+    return out
+
+
 def report_md(study: dict[str, Any]) -> str:
     lines = ["# Ablations of the training recipe", "",
              f"Each variant minus the recipe, {study['truth']} on {', '.join(study['tasks'])}; nDCG@10 per query, "
              "paired: 95% bootstrap CI, sign-flip p with Holm's correction over the tasks, task-stratified macro CI. "
              "Scores averaged over the seeds both have.", "",
-             "| variant | seeds | macro difference | 95% CI | verdict | " + " | ".join(
+             "| variant | seeds | macro difference | 95% CI | verdict | seed spread | " + " | ".join(
                  f"{t} (p Holm)" for t in study["tasks"]) + " |",
-             "|---|---|---:|---|---|" + "---|" * len(study["tasks"])]
+             "|---|---|---:|---|---|---|" + "---|" * len(study["tasks"])]
+    beyond = study.get("against_seed_spread") or {}
     for name, row in study["comparisons"].items():
         m = row["seed_mean"]["macro"]
         cells = [f"{v['difference']:+.4f} ({v['p_holm']:.3f})" for v in row["seed_mean"]["tasks"].values()]
         lines.append(f"| {name} | {', '.join(map(str, row['seeds']))} | {m['difference']:+.4f} | "
-                     f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] | {m['verdict']} | " + " | ".join(cells) + " |")
+                     f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] | {m['verdict']} | {beyond.get(name) or '-'} | "
+                     + " | ".join(cells) + " |")
     again = study.get("reproduction")
     if again:
         m = again["macro"]
@@ -271,7 +290,8 @@ def report_md(study: dict[str, Any]) -> str:
         lines += ["", f"The recipe at seed {seed} minus seed {first} (same data; the seed alone where both trained on "
                   "one machine, see 'trained on'): "
                   f"{m['difference']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}]. A variant's difference "
-                  "within this spread is not shown to matter, whatever its p."]
+                  "within this spread is not shown to matter, whatever its p (column 'seed spread': beyond or "
+                  "within the largest spread measured)."]
     lines += ["", "| run | macro nDCG@10 | training wall seconds (steps timed) | wall / CPU seconds per step | "
               "trained on |", "|---|---:|---:|---:|---|"]
     for run in study["runs"]:
@@ -373,11 +393,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     def write(complete: bool) -> dict[str, Any]:
         ordered = {v: cells[v] for v in variants if v in cells}  # config order, however the cells came in
         runs = [run_row(v, s, ordered[v][s]) for s, v in order if s in ordered.get(v, {})]
+        comparisons, spread = compare_all(ordered), seed_spread(cells)
         study = {"truth": cfg.truth, "tasks": cfg.tasks, "variants": cfg.ablations.variants,
                  "seeds": cfg.ablations.seeds, "data_sha256": data_sha256,
-                 "recipe_from_study": reuse_study, "runs": runs, "comparisons": compare_all(ordered),
+                 "recipe_from_study": reuse_study, "runs": runs, "comparisons": comparisons,
                  "reproduction": None if reuse_study else reproduction(cells, final, recipe.get("seed", 0)),
-                 "seed_spread": seed_spread(cells),
+                 "seed_spread": spread, "against_seed_spread": against_spread(comparisons, spread),
                  "complete": complete}
         atomic_write_json(out / "ablations.json", study)
         atomic_write_text(out / "ablations.md", report_md(study))

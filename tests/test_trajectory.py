@@ -280,6 +280,15 @@ def test_ablation_comparison_is_paired_per_query() -> None:
     assert ablations.seed_spread({"recipe": {0: cells["recipe"][0]}}) is None
     assert "The recipe at seed 1 minus seed 0" in ablations.report_md(
         {"truth": "full16", "tasks": ["A", "B"], "seeds": [0, 1], "comparisons": {}, "runs": [], "seed_spread": spread})
+    # a variant is shown to matter only beyond the recipe's own seed spread: 0.05 is beyond a spread of ~0, not
+    # beyond one of 0.08 (the recipe at seed 1 scoring 0.08 lower: per-query tests would still call "worse")
+    assert ablations.against_spread(out, spread) == {"worse": "beyond", "noise": "within"}
+    assert ablations.against_spread(out, None) == {"worse": None, "noise": None}
+    wide = ablations.seed_spread({"recipe": {0: cells["recipe"][0], 1: cell(-0.08, 0.0, 0)}})
+    assert ablations.against_spread(out, wide) == {"worse": "within", "noise": "within"}
+    table = ablations.report_md({"truth": "full16", "tasks": ["A", "B"], "seeds": [0, 1], "comparisons": out,
+                                 "runs": [], "seed_spread": wide, "against_seed_spread": ablations.against_spread(out, wide)})
+    assert "| worse | 0, 1 | -0.0500 |" in table and "| worse | within |" in table
 
 
 def test_a_merged_model_encodes_as_the_adapter_merged_on_load(tiny_mistral_dir: Path, tmp_path: Path) -> None:
