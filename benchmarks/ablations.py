@@ -23,6 +23,7 @@ headline where there are several: seed noise averages out of both sides).
 The paired tests see query noise only, not training noise: with two seeds or more the report also gives the
 recipe's seed spread (each later seed minus the first), the yardstick a variant's difference must exceed (the
 report's "seed spread" column: beyond or within the largest spread measured).
+Each run is also compared with the study's untrained base model ("vs base"): whether it trains an embedder at all.
 
 Run (after the study, whose final checkpoint it may reuse; about 50 minutes per variant and seed on 2 CPU cores;
 resumable; ``--report`` rewrites the report from the stored cells alone)::
@@ -164,12 +165,13 @@ def study_trained_on(cfg: trajectory.StudyConfig, data_sha256: str) -> bool:
     return False
 
 
-def study_final(cfg: trajectory.StudyConfig, mode: str) -> dict[str, Any] | None:
-    """The study's cell of its final checkpoint in ``mode``, or None before it is evaluated."""
+def study_ends(cfg: trajectory.StudyConfig, mode: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The study's cells in ``mode`` of its base model and of its final checkpoint (None before evaluated)."""
     studied = trajectory.repo_path(cfg.out) / "cells"
     cells = [trajectory.read_json_file(p) for p in studied.glob(f"*/{mode}.json")]  # each read once
+    base = next((c for c in cells if c["checkpoint"] == trajectory.BASE), None)
     final = max(cells, key=lambda c: c["step"], default=None)
-    return None if final is None or final["checkpoint"] == trajectory.BASE else final
+    return base, None if final is None or final["checkpoint"] == trajectory.BASE else final
 
 
 # -- the comparison: pure ----------------------------------------------------------------------------------------
@@ -210,6 +212,16 @@ def reproduction(cells: dict[str, dict[int, dict[str, Any]]], final: dict[str, A
     if again is None or final is None:
         return None
     return paired(seed_mean([again]), seed_mean([final]))
+
+
+def against_base(cells: dict[str, dict[int, dict[str, Any]]], base: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Every run minus the untrained base model, paired per query (``<variant>-s<seed>``): does each run train an
+    embedder at all, whatever its variant and seed? Two fixed systems, so the per-query test answers this one."""
+    if base is None:
+        return None
+    untrained = seed_mean([base])
+    return {f"{variant}-s{seed}": paired(seed_mean([cell]), untrained)
+            for variant, runs in cells.items() for seed, cell in sorted(runs.items())}
 
 
 def seed_spread(cells: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any] | None:
@@ -292,13 +304,21 @@ def report_md(study: dict[str, Any]) -> str:
                   f"{m['difference']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}]. A variant's difference "
                   "within this spread is not shown to matter, whatever its p (column 'seed spread': beyond or "
                   "within the largest spread measured)."]
-    lines += ["", "| run | macro nDCG@10 | training wall seconds (steps timed) | wall / CPU seconds per step | "
-              "trained on |", "|---|---:|---:|---:|---|"]
+    vs_base = study.get("against_base") or {}
+    if vs_base:
+        lines += ["", "Each run minus the untrained base model ('vs base': macro difference, 95% CI, the largest Holm p "
+                  "over the tasks): whether each run trains an embedder at all, whatever its variant and seed."]
+    lines += ["", "| run | macro nDCG@10 | vs base | training wall seconds (steps timed) | wall / CPU seconds per step | "
+              "trained on |", "|---|---:|---|---:|---:|---|"]
     for run in study["runs"]:
         seconds, cpu, timed = run["train_seconds"], run.get("train_cpu_seconds"), run.get("train_steps_timed")
         per_step = "-" if seconds is None or not timed else (
             f"{seconds / timed:.1f} / {'-' if cpu is None else f'{cpu / timed:.1f}'}")
-        lines.append(f"| {run['variant']} seed {run['seed']} | {run['macro']:.4f} | "
+        up = vs_base.get(f"{run['variant']}-s{run['seed']}")
+        gain = "-" if up is None else (
+            f"{up['macro']['difference']:+.4f} [{up['macro']['ci95'][0]:+.4f}, {up['macro']['ci95'][1]:+.4f}], "
+            f"p <= {max(t['p_holm'] for t in up['tasks'].values()):.3f}")
+        lines.append(f"| {run['variant']} seed {run['seed']} | {run['macro']:.4f} | {gain} | "
                      f"{'-' if seconds is None or not timed else f'{round(seconds)} ({timed})'} | {per_step} | "
                      f"{run.get('train_cpu_isa') or '-'} |")
     return "\n".join(lines) + "\n"
@@ -336,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     for stage in recipe["stages"]:
         stage["save_steps"] = 40  # only the final adapter is evaluated; checkpoints let an interrupted run resume
     truth = next(m for m in cfg.modes if m.name == cfg.truth)
-    final = study_final(cfg, truth.name)  # read once: the recipe's cell where reused, else the reproduction's other side
+    # read once: the final checkpoint is the recipe's cell where reused, else the reproduction's other side
+    base, final = study_ends(cfg, truth.name)
     for name in cfg.ablations.variants:  # a variant that does not apply fails now, before any training
         VARIANTS[name](recipe)
 
@@ -399,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
                  "recipe_from_study": reuse_study, "runs": runs, "comparisons": comparisons,
                  "reproduction": None if reuse_study else reproduction(cells, final, recipe.get("seed", 0)),
                  "seed_spread": spread, "against_seed_spread": against_spread(comparisons, spread),
+                 "against_base": against_base(cells, base),
                  "complete": complete}
         atomic_write_json(out / "ablations.json", study)
         atomic_write_text(out / "ablations.md", report_md(study))

@@ -289,6 +289,15 @@ def test_ablation_comparison_is_paired_per_query() -> None:
     table = ablations.report_md({"truth": "full16", "tasks": ["A", "B"], "seeds": [0, 1], "comparisons": out,
                                  "runs": [], "seed_spread": wide, "against_seed_spread": ablations.against_spread(out, wide)})
     assert "| worse | 0, 1 | -0.0500 |" in table and "| worse | within |" in table
+    # every run against the untrained base (here: the "worse" variant's scores stand in for an untrained model)
+    up = ablations.against_base(cells, cells["worse"][0])
+    assert set(up) == {"recipe-s0", "recipe-s1", "worse-s0", "worse-s1", "noise-s0", "noise-s1"}
+    assert up["recipe-s1"]["macro"]["difference"] == pytest.approx(0.05) and up["recipe-s1"]["macro"]["verdict"] == "better"
+    assert ablations.against_base(cells, None) is None
+    runs = [ablations.run_row("recipe", 1, {"checkpoint": "c", "step": 2, "tasks": cells["recipe"][1]["tasks"]})]
+    table = ablations.report_md({"truth": "full16", "tasks": ["A", "B"], "comparisons": {}, "runs": runs,
+                                 "against_base": up})
+    assert "| recipe seed 1 | 0.5000 | +0.0500 [+0.0500, +0.0500], p <= " in table
 
 
 def test_a_merged_model_encodes_as_the_adapter_merged_on_load(tiny_mistral_dir: Path, tmp_path: Path) -> None:
