@@ -184,6 +184,11 @@ def steps_trained_here(stages: list[Any]) -> int:
     return sum(0 if stage.skipped else stage.global_step - resumed_at(stage) for stage in stages)
 
 
+def run_label(variant: str, seed: int) -> str:
+    """A run's name: its cell's and checkpoints' folder, and its key in the report."""
+    return f"{variant}-s{seed}"
+
+
 def run_row(variant: str, seed: int, record: dict[str, Any]) -> dict[str, Any]:
     """One run's line of the report: its macro score and how long it trained, where."""
     return {"variant": variant, "seed": seed, "checkpoint": record["checkpoint"],
@@ -220,7 +225,7 @@ def against_base(cells: dict[str, dict[int, dict[str, Any]]], base: dict[str, An
     if base is None:
         return None
     untrained = seed_mean([base])
-    return {f"{variant}-s{seed}": paired(seed_mean([cell]), untrained)
+    return {run_label(variant, seed): paired(seed_mean([cell]), untrained)
             for variant, runs in cells.items() for seed, cell in sorted(runs.items())}
 
 
@@ -314,7 +319,7 @@ def report_md(study: dict[str, Any]) -> str:
         seconds, cpu, timed = run["train_seconds"], run.get("train_cpu_seconds"), run.get("train_steps_timed")
         per_step = "-" if seconds is None or not timed else (
             f"{seconds / timed:.1f} / {'-' if cpu is None else f'{cpu / timed:.1f}'}")
-        up = vs_base.get(f"{run['variant']}-s{run['seed']}")
+        up = vs_base.get(run_label(run["variant"], run["seed"]))
         gain = "-" if up is None else (
             f"{up['macro']['difference']:+.4f} [{up['macro']['ci95'][0]:+.4f}, {up['macro']['ci95'][1]:+.4f}], "
             f"p <= {max(t['p_holm'] for t in up['tasks'].values()):.3f}")
@@ -362,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         VARIANTS[name](recipe)
 
     def run(variant: str, seed: int, train: bool) -> dict[str, Any] | None:
-        label = f"{variant}-s{seed}"
+        label = run_label(variant, seed)
         cell = out / "cells" / label / f"{truth.name}.json"
         if variant == RECIPE and seed == recipe.get("seed", 0) and reuse_study:  # the study's final checkpoint
             if final is None:

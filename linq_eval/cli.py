@@ -434,7 +434,8 @@ def _gate(args: argparse.Namespace) -> int:
     if main:
         print_report(record)
         print(f"report: {paths['json']} (junit: {paths['junit']}, markdown: {paths['markdown']})")
-    distributed.barrier()  # a launcher stops every rank at the first non-zero exit: the others wait for the report
+    # the ranks leave together (shutdown's barrier): a launcher stops every rank at the first non-zero exit, so the
+    # others wait for rank 0's report
     distributed.shutdown()
     return record["exit_code"]
 
