@@ -20,9 +20,9 @@ Each variant is compared with the recipe on the same queries: per task the mean 
 paired bootstrap CI and the sign-flip permutation p, Holm-corrected over the tasks; over the tasks the
 task-stratified 95% CI of the macro difference. Per seed, and on per-query scores averaged over the seeds (the
 headline where there are several: seed noise averages out of both sides).
-The paired tests see query noise only, not training noise: with two seeds or more the report also gives the
-recipe's seed spread (each later seed minus the first), the yardstick a variant's difference must exceed (the
-report's "seed spread" column: beyond or within the largest spread measured).
+The paired tests see query noise only, not training noise: for every system trained at two seeds or more the
+report also gives its seed spread (each later seed minus the first), the yardstick a variant's difference must
+exceed (the report's "seed spread" column: beyond or within the largest spread measured).
 Each run is also compared with the study's untrained base model ("vs base"): whether it trains an embedder at all.
 
 Run (after the study, whose final checkpoint it may reuse; about 50 minutes per variant and seed on 2 CPU cores;
@@ -184,6 +184,44 @@ def steps_trained_here(stages: list[Any]) -> int:
     return sum(0 if stage.skipped else stage.global_step - resumed_at(stage) for stage in stages)
 
 
+def logged_losses(run_dir: Path, adapter_sha256: str | None = None) -> dict[str, list[dict[str, float]]] | None:
+    """A trained run's logged losses per stage (``<stage>/stage.json``, written by ``linq-train fit`` when the
+    stage finished), in training order; None where no stage of it finished here, or where its final adapter is
+    not ``adapter_sha256`` (another training in that folder than the one a cell scored)."""
+    found = sorted(run_dir.glob("*/stage.json"))
+    if not found:
+        return None
+    finals = [p.parent / "final" for p in found]  # where fit puts a stage's adapter (a moved run's JSON names the old)
+    if adapter_sha256 is not None and adapter_sha256 not in {trajectory.adapter_digest(f) for f in finals
+                                                             if (f / trajectory.ADAPTER_WEIGHTS).is_file()}:
+        return None
+    stages = [trajectory.read_json_file(p) for p in found]
+    order = {name: k for k, name in enumerate(("homogeneous", "mixed"))}  # the recipe's stage kinds, in order
+    return {s["name"]: s.get("losses", []) for s in sorted(stages, key=lambda s: order.get(s["name"], len(order)))}
+
+
+def chance_loss(raw: dict[str, Any]) -> float:
+    """A collapsed model's loss in the first stage (``linq_train.fit.collapse.chance_loss``: ln of the candidates
+    per query), with in-batch negatives, as every task of the study has them."""
+    from linq_train.fit.collapse import chance_loss as chance
+    from linq_train.fit.config import FitConfig
+
+    first = FitConfig.model_validate(raw).stages[0]
+    return chance(first.batch_size, first.hard_negatives, in_batch_negatives=True)
+
+
+def at_chance(losses: dict[str, list[dict[str, float]]] | None, chance: float | None,
+              within: float = 0.05) -> dict[str, Any] | None:
+    """The first stage's logged steps whose loss lies within ``within`` nats of chance (a collapsed model's loss,
+    benchmarks/collapse.py), and its last logged loss."""
+    first = next(iter((losses or {}).values()), None)
+    if not first or chance is None:
+        return None
+    steps = [int(e["step"]) for e in first if abs(e["loss"] - chance) <= within]
+    return {"steps": steps, "last_step": int(first[-1]["step"]), "last_loss": float(first[-1]["loss"]),
+            "chance": chance}
+
+
 def run_label(variant: str, seed: int) -> str:
     """A run's name: its cell's and checkpoints' folder, and its key in the report."""
     return f"{variant}-s{seed}"
@@ -196,7 +234,8 @@ def run_row(variant: str, seed: int, record: dict[str, Any]) -> dict[str, Any]:
             "train_seconds": record.get("train_seconds"), "train_cpu_seconds": record.get("train_cpu_seconds"),
             # cells written before steps were counted trained in one go
             "train_steps_timed": record.get("train_steps_timed", record["step"]),
-            "train_cpu_isa": record.get("train_cpu_isa")}
+            "train_cpu_isa": record.get("train_cpu_isa"),
+            "at_chance": at_chance(record.get("losses"), record.get("chance_loss"))}
 
 
 def paired(variant: dict[str, dict[str, float]], recipe: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -229,16 +268,17 @@ def against_base(cells: dict[str, dict[int, dict[str, Any]]], base: dict[str, An
             for variant, runs in cells.items() for seed, cell in sorted(runs.items())}
 
 
-def seed_spread(cells: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any] | None:
-    """The recipe at each later seed minus the recipe at the first, same machine and data: how far the training
-    seed alone moves the scores. The paired tests above see only query noise; a variant whose difference is within
-    this spread is not shown to matter, however small its p."""
-    recipe = cells.get(RECIPE, {})
-    seeds = sorted(recipe)
-    if len(seeds) < 2:
-        return None
-    first = seed_mean([recipe[seeds[0]]])
-    return {str(s): paired(seed_mean([recipe[s]]), first) for s in seeds[1:]}
+def seed_spread(cells: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[str, Any]] | None:
+    """Per system with two seeds or more (the recipe, a variant), each later seed minus the first, same machine and
+    data: how far the training seed alone moves its scores. The paired tests above see only query noise; a variant
+    whose difference is within this spread is not shown to matter, however small its p."""
+    out = {}
+    for name, runs in cells.items():
+        seeds = sorted(runs)
+        if len(seeds) >= 2:  # noqa: PLR2004 -- a spread needs two runs
+            first = seed_mean([runs[seeds[0]]])
+            out[name] = {str(s): paired(seed_mean([runs[s]]), first) for s in seeds[1:]}
+    return out or None
 
 
 def seed_mean(cells: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -264,14 +304,14 @@ def compare_all(cells: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-def against_spread(comparisons: dict[str, Any], spread: dict[str, Any] | None) -> dict[str, str | None]:
-    """Each variant's seed-averaged macro difference against the recipe's seed spread: "beyond" when it is larger
-    than the largest spread measured (and its per-query CI excludes zero), else "within"; None while only one
-    seed of the recipe exists. Conservative on purpose: with two seeds the spread is one draw of run-to-run
-    noise, and two runs of one recipe differ by about that much whatever the per-query p says."""
+def against_spread(comparisons: dict[str, Any], spread: dict[str, dict[str, Any]] | None) -> dict[str, str | None]:
+    """Each variant's seed-averaged macro difference against the seed spread: "beyond" when it is larger than the
+    largest spread measured, of any system (and its per-query CI excludes zero), else "within"; None while no
+    system has two seeds. Conservative on purpose: with two seeds a spread is one draw of run-to-run noise, and
+    a variant's difference carries the noise of both sides."""
     if not spread:
         return {name: None for name in comparisons}
-    largest = max(abs(row["macro"]["difference"]) for row in spread.values())
+    largest = max(abs(row["macro"]["difference"]) for seeds in spread.values() for row in seeds.values())
     out: dict[str, str | None] = {}
     for name, row in comparisons.items():
         m = row["seed_mean"]["macro"]
@@ -301,20 +341,28 @@ def report_md(study: dict[str, Any]) -> str:
         lines += ["", f"The recipe trained again here minus the study's run of it (same seed; another CPU and refined "
                   f"set): {m['difference']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}], {m['verdict']}."]
     spread = study.get("seed_spread") or {}
-    first = min(study.get("seeds") or [0])
-    for seed, row in spread.items():
-        m = row["macro"]
-        lines += ["", f"The recipe at seed {seed} minus seed {first} (same data; the seed alone where both trained on "
-                  "one machine, see 'trained on'): "
-                  f"{m['difference']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}]. A variant's difference "
-                  "within this spread is not shown to matter, whatever its p (column 'seed spread': beyond or "
-                  "within the largest spread measured)."]
+    if spread:
+        lines += ["", "Seed spread: each system at a later seed minus its first seed (same data; the seed alone where "
+                  "both trained on one machine, see 'trained on'). A variant's difference within the largest spread "
+                  "is not shown to matter, whatever its p (column 'seed spread': beyond or within it).", "",
+                  "| system | seeds | macro difference | 95% CI | " + " | ".join(study["tasks"]) + " |",
+                  "|---|---|---:|---|" + "---:|" * len(study["tasks"])]
+    for name, seeds in spread.items():
+        first = min((run["seed"] for run in study["runs"] if run["variant"] == name), default=0)
+        for seed, row in seeds.items():
+            m = row["macro"]
+            lines.append(f"| {name} | {seed} minus {first} | {m['difference']:+.4f} | "
+                         f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] | "
+                         + " | ".join(f"{v['difference']:+.4f}" for v in row["tasks"].values()) + " |")
     vs_base = study.get("against_base") or {}
     if vs_base:
         lines += ["", "Each run minus the untrained base model ('vs base': macro difference, 95% CI, the largest Holm p "
                   "over the tasks): whether each run trains an embedder at all, whatever its variant and seed."]
-    lines += ["", "| run | macro nDCG@10 | vs base | training wall seconds (steps timed) | wall / CPU seconds per step | "
-              "trained on |", "|---|---:|---|---:|---:|---|"]
+    lines += ["", "First stage at chance: its logged steps whose loss is within 0.05 of a collapsed model's (every text "
+              "alike, a uniform softmax: ln of the candidates per query), and its last logged loss against that.", "",
+              "| run | macro nDCG@10 | vs base | first stage at chance | its last loss (chance) | "
+              "training wall seconds (steps timed) | wall / CPU seconds per step | trained on |",
+              "|---|---:|---|---|---:|---:|---:|---|"]
     for run in study["runs"]:
         seconds, cpu, timed = run["train_seconds"], run.get("train_cpu_seconds"), run.get("train_steps_timed")
         per_step = "-" if seconds is None or not timed else (
@@ -323,7 +371,12 @@ def report_md(study: dict[str, Any]) -> str:
         gain = "-" if up is None else (
             f"{up['macro']['difference']:+.4f} [{up['macro']['ci95'][0]:+.4f}, {up['macro']['ci95'][1]:+.4f}], "
             f"p <= {max(t['p_holm'] for t in up['tasks'].values()):.3f}")
-        lines.append(f"| {run['variant']} seed {run['seed']} | {run['macro']:.4f} | {gain} | "
+        flat = run.get("at_chance")
+        steps = "-" if flat is None else "never" if not flat["steps"] else (
+            f"{flat['steps'][0]}" if len(flat["steps"]) == 1 else
+            f"{flat['steps'][0]}-{flat['steps'][-1]} ({len(flat['steps'])} logged)")
+        last = "-" if flat is None else f"{flat['last_loss']:.2f} ({flat['chance']:.2f}) at {flat['last_step']}"
+        lines.append(f"| {run['variant']} seed {run['seed']} | {run['macro']:.4f} | {gain} | {steps} | {last} | "
                      f"{'-' if seconds is None or not timed else f'{round(seconds)} ({timed})'} | {per_step} | "
                      f"{run.get('train_cpu_isa') or '-'} |")
     return "\n".join(lines) + "\n"
@@ -366,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     for name in cfg.ablations.variants:  # a variant that does not apply fails now, before any training
         VARIANTS[name](recipe)
 
+    def variant_config(variant: str) -> dict[str, Any]:
+        return copy.deepcopy(recipe) if variant == RECIPE else VARIANTS[variant](recipe)
+
     def run(variant: str, seed: int, train: bool) -> dict[str, Any] | None:
         label = run_label(variant, seed)
         cell = out / "cells" / label / f"{truth.name}.json"
@@ -379,10 +435,15 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
             if stored.get("data_sha256", data_sha256) != data_sha256:
                 raise SystemExit(f"{cell} trained on other refined data (sha256 {stored['data_sha256'][:12]}, here "
                                  f"{data_sha256[:12]}): refinement gave other data here; move it aside to retrain")
+            if "losses" not in stored:  # a cell written before losses were kept: its run's own log, if here
+                losses = logged_losses(work / "runs" / label, stored["adapter_sha256"])
+                if losses is not None:
+                    stored = {**stored, "losses": losses, "chance_loss": chance_loss(variant_config(variant))}
+                    atomic_write_json(cell, stored)
             return stored
         if not train:  # not trained yet: left out of the report for now
             return None
-        raw = copy.deepcopy(recipe) if variant == RECIPE else VARIANTS[variant](recipe)
+        raw = variant_config(variant)
         raw.update(name=label, seed=seed, output_dir=str(work / "runs" / label))
         if variant == "unfiltered":
             refine_config = trajectory.repo_path(cfg.refine)
@@ -408,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
             # fp32 training is not bit-identical across instruction sets: a comparison across machines says so
             # wall seconds include any pause (a test run beside it); CPU seconds (all threads) do not
             record = {**record, "train_seconds": seconds, "train_cpu_seconds": cpu_seconds, "train_steps_timed": timed,
-                      "data_sha256": data_sha256, "train_cpu_isa": cpu_isa()}
+                      "data_sha256": data_sha256, "train_cpu_isa": cpu_isa(),
+                      "losses": logged_losses(work / "runs" / label), "chance_loss": chance_loss(raw)}
             atomic_write_json(cell, record)
         return record
 
@@ -419,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     def write(complete: bool) -> dict[str, Any]:
         ordered = {v: cells[v] for v in variants if v in cells}  # config order, however the cells came in
         runs = [run_row(v, s, ordered[v][s]) for s, v in order if s in ordered.get(v, {})]
-        comparisons, spread = compare_all(ordered), seed_spread(cells)
+        comparisons, spread = compare_all(ordered), seed_spread(ordered)
         study = {"truth": cfg.truth, "tasks": cfg.tasks, "variants": cfg.ablations.variants,
                  "seeds": cfg.ablations.seeds, "data_sha256": data_sha256,
                  "recipe_from_study": reuse_study, "runs": runs, "comparisons": comparisons,

@@ -213,6 +213,38 @@ def test_own_negatives_loss_ignores_other_rows(minilm) -> None:  # noqa: ANN001
     assert with_in_batch > batch + 0.05  # the other rows' texts do count for the in-batch loss
 
 
+@pytest.mark.parametrize("in_batch", [True, False])
+def test_chance_is_the_loss_of_a_model_that_embeds_every_text_alike(minilm, in_batch: bool) -> None:  # noqa: ANN001
+    """chance_loss against the real losses: 4 rows of (query, positive, 2 negatives), every embedding the same."""
+    import torch
+
+    from linq_train.fit.collapse import chance_loss
+    from linq_train.fit.losses import contrastive_loss
+
+    loss = contrastive_loss(minilm, in_batch_negatives=in_batch, scale=50.0, mini_batch_size=4)
+    alike = [[torch.ones(4, 8)] for _ in range(4)]
+    expected = chance_loss(4, 2, in_batch_negatives=in_batch)
+    assert float(loss.calculate_loss(alike)) == pytest.approx(expected, abs=1e-5)
+    assert expected == pytest.approx(np.log(12 if in_batch else 3))
+
+
+def test_the_collapse_watch_speaks_once_after_three_logged_losses_at_chance() -> None:
+    from types import SimpleNamespace
+
+    from linq_train.fit.collapse import CollapseWatch
+
+    said: list[str] = []
+    watch = CollapseWatch("homogeneous", 16, 1, in_batch_negatives=True, gathered=True, report=said.append)
+    watch.on_train_begin(SimpleNamespace(world_size=2), None, None)
+    assert watch.chance == pytest.approx(np.log(64))  # gathered over two devices: twice the candidates
+    state = SimpleNamespace(is_world_process_zero=True, global_step=0)
+    for step, loss in [(10, 5.0), (20, 4.15), (30, 4.17), (40, 3.0), (50, 4.16), (60, 4.15), (70, 4.14), (80, 4.16)]:
+        state.global_step = step
+        watch.on_log(None, state, None, logs={"loss": loss, "grad_norm": 0.5})
+        watch.on_log(None, state, None, logs={"train_runtime": 1.0})  # a log without a loss changes nothing
+    assert len(said) == 1 and "since step 50" in said[0] and "4.16" in said[0]
+
+
 def test_queries_get_the_evaluation_prefix(refined: Path) -> None:
     import mteb
     from mteb.types import PromptType

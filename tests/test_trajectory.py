@@ -139,6 +139,70 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "ablations" / "ablations.json").read_text()) == ablations
 
+    # collapse along the run: each checkpoint's embeddings of training pairs (LISARetrieval: the tiny run's task)
+    collapse = [sys.executable, str(REPO / "benchmarks" / "collapse.py"), str(tmp_path / "trajectory_tiny.yaml")]
+    done = subprocess.run([*collapse, "--pairs", "4"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    measured = json.loads((out / "collapse.json").read_text())
+    assert measured["task"] == "LISARetrieval" and measured["pairs"] == 4  # noqa: PLR2004
+    assert [(r["checkpoint"], r["step"]) for r in measured["checkpoints"]] == [("base", 0), ("homogeneous-3", 3)]
+    assert all(math.isfinite(x) for x in _numbers(measured))
+    assert all(r["chance"] == pytest.approx(math.log(4)) and 0 <= r["top1"] <= 1 for r in measured["checkpoints"])
+    too_many = subprocess.run([*collapse, "--pairs", "100000"], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=600)
+    assert too_many.returncode == 2, too_many.stderr
+    assert too_many.stderr == "collapse.py: error: no task has 100000 distinct queries (LISARetrieval: 12): lower --pairs\n"
+
+
+def test_a_run_at_chance_level(tmp_path: Path) -> None:
+    """The ablations report when each run's first stage sat at a collapsed model's loss (ln of the candidates per
+    query), from the losses fit logged; a cell takes them only from the run whose adapter it scored."""
+    import hashlib
+
+    import ablations
+
+    chance = math.log(32)
+    recipe = yaml.safe_load((REPO / "configs" / "fit_study.yaml").read_text())  # batches of 16, one hard negative
+    assert ablations.chance_loss(recipe) == pytest.approx(chance)
+    assert ablations.chance_loss(ablations.in_batch_only(recipe)) == pytest.approx(math.log(16))
+    losses = {"homogeneous": [{"step": 10, "loss": 4.9}, {"step": 20, "loss": 3.49}, {"step": 30, "loss": 3.43},
+                              {"step": 40, "loss": 2.9}], "mixed": [{"step": 10, "loss": 2.5}]}
+    flat = ablations.at_chance(losses, chance)
+    assert flat == {"steps": [20, 30], "last_step": 40, "last_loss": 2.9, "chance": chance}
+    assert ablations.at_chance(None, chance) is None and ablations.at_chance(losses, None) is None
+    assert ablations.at_chance({"homogeneous": [{"step": 10, "loss": 1.0}]}, chance)["steps"] == []
+    run = tmp_path / "recipe-s0"
+    for name, weights in (("mixed", b"second"), ("homogeneous", b"first")):
+        (run / name / "final").mkdir(parents=True)
+        (run / name / "final" / "adapter_model.safetensors").write_bytes(weights)
+        (run / name / "stage.json").write_text(json.dumps({"name": name, "adapter": "/moved/away", "losses": losses[name]}))
+    assert ablations.logged_losses(run) == losses and list(ablations.logged_losses(run)) == ["homogeneous", "mixed"]
+    assert ablations.logged_losses(run, hashlib.sha256(b"second").hexdigest()) == losses
+    assert ablations.logged_losses(run, "0" * 64) is None  # another training than the cell scored
+    assert ablations.logged_losses(tmp_path / "never-trained") is None
+    scores = {"A": {"mean": 0.5, "per_query": {"q1": 0.5}}}
+    row = ablations.run_row("recipe", 0, {"checkpoint": "c", "step": 40, "tasks": scores, "losses": losses,
+                                          "chance_loss": chance})
+    table = ablations.report_md({"truth": "full16", "tasks": ["A"], "comparisons": {}, "runs": [row]})
+    assert "| recipe seed 0 | 0.5000 | - | 20-30 (2 logged) | 2.90 (3.47) at 40 |" in table
+
+
+def test_collapse_measures() -> None:
+    """collapse_stats on made-up embeddings: texts that all embed alike sit at chance (uniform softmax, no spread);
+    pairs that embed each other and nothing else are told apart."""
+    import collapse
+
+    alike = np.tile([[0.6, 0.8]], (8, 1))
+    stats = collapse.collapse_stats(alike, alike, scale=50.0)
+    assert stats["doc_cosine"] == pytest.approx(1.0) and stats["logit_std"] == pytest.approx(0.0, abs=1e-9)
+    assert stats["loss"] == pytest.approx(math.log(8)) and stats["chance"] == pytest.approx(math.log(8))
+    apart = np.eye(8)
+    stats = collapse.collapse_stats(apart, apart, scale=50.0)
+    assert stats["doc_cosine"] == pytest.approx(0.0) and stats["top1"] == 1.0 and stats["loss"] < 1e-6
+    assert stats["logit_std"] == pytest.approx(50 * np.std([1, 0, 0, 0, 0, 0, 0, 0]))
+    with pytest.raises(ValueError, match="at least 2"):
+        collapse.collapse_stats(apart[:1], apart[:1], scale=50.0)
+
 
 @pytest.mark.parametrize("n", [1, 2, 3, 8, 13])
 def test_evaluation_order_spans_the_run_first(n: int) -> None:
@@ -274,18 +338,25 @@ def test_ablation_comparison_is_paired_per_query() -> None:
     assert ablations.reproduction(cells, None, seed=0) is None and ablations.reproduction(cells, cells["worse"][0], 2) is None
     assert "The recipe trained again here" in ablations.report_md(
         {"truth": "full16", "tasks": ["A", "B"], "comparisons": {}, "runs": [], "reproduction": again})
-    # the seed spread: the recipe at seed 1 minus seed 0 (here only noise), absent with one seed
+    # the seed spread: each system at seed 1 minus seed 0 (here only noise), absent with one seed
     spread = ablations.seed_spread(cells)
-    assert set(spread) == {"1"} and spread["1"]["macro"]["difference"] == pytest.approx(0)
-    assert ablations.seed_spread({"recipe": {0: cells["recipe"][0]}}) is None
-    assert "The recipe at seed 1 minus seed 0" in ablations.report_md(
-        {"truth": "full16", "tasks": ["A", "B"], "seeds": [0, 1], "comparisons": {}, "runs": [], "seed_spread": spread})
+    assert set(spread) == {"recipe", "worse", "noise"} and set(spread["recipe"]) == {"1"}
+    assert spread["recipe"]["1"]["macro"]["difference"] == pytest.approx(0)
+    assert abs(spread["noise"]["1"]["macro"]["difference"]) < 0.02  # noqa: PLR2004
+    assert ablations.seed_spread({"recipe": {0: cells["recipe"][0]}, "worse": {1: cells["worse"][1]}}) is None
+    runs = [ablations.run_row(v, s, {"checkpoint": "c", "step": 2, "tasks": cells[v][s]["tasks"]})
+            for v in cells for s in (0, 1)]
+    assert "| worse | 1 minus 0 | +0.0000 |" in ablations.report_md(
+        {"truth": "full16", "tasks": ["A", "B"], "seeds": [0, 1], "comparisons": {}, "runs": runs, "seed_spread": spread})
     # a variant is shown to matter only beyond the recipe's own seed spread: 0.05 is beyond a spread of ~0, not
     # beyond one of 0.08 (the recipe at seed 1 scoring 0.08 lower: per-query tests would still call "worse")
     assert ablations.against_spread(out, spread) == {"worse": "beyond", "noise": "within"}
     assert ablations.against_spread(out, None) == {"worse": None, "noise": None}
     wide = ablations.seed_spread({"recipe": {0: cells["recipe"][0], 1: cell(-0.08, 0.0, 0)}})
     assert ablations.against_spread(out, wide) == {"worse": "within", "noise": "within"}
+    # the largest spread of any system is the yardstick: a variant's own 0.08 spread counts as the recipe's would
+    own = ablations.seed_spread({"recipe": cells["recipe"], "worse": {0: cells["worse"][0], 1: cell(-0.13, 0.0, 0)}})
+    assert ablations.against_spread(out, own) == {"worse": "within", "noise": "within"}
     table = ablations.report_md({"truth": "full16", "tasks": ["A", "B"], "seeds": [0, 1], "comparisons": out,
                                  "runs": [], "seed_spread": wide, "against_seed_spread": ablations.against_spread(out, wide)})
     assert "| worse | 0, 1 | -0.0500 |" in table and "| worse | within |" in table
@@ -442,7 +513,7 @@ def test_every_study_config_is_runnable_as_written(name: str) -> None:
         FitConfig.model_validate(ablations.VARIANTS[variant](fit_raw))
 
 
-@pytest.mark.parametrize("script", ["trajectory.py", "ablations.py", "merge_before_quantize.py"])
+@pytest.mark.parametrize("script", ["trajectory.py", "ablations.py", "merge_before_quantize.py", "collapse.py"])
 @pytest.mark.parametrize(("config", "message"), [
     ("missing.yaml", "config {tmp}/missing.yaml does not exist: give a .yaml or .toml trajectory study config"),
     ("folder", "config {tmp}/folder is not a file (a folder)"),

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.files import atomic_write_text
 from linq_train.fit.callbacks import CheckpointCallback, Report, Validator, read_validation, stage_provenance
+from linq_train.fit.collapse import CollapseWatch
 from linq_train.fit.config import FitConfig, HomogeneousStage, MixedStage, check_inputs, load_fit_config
 from linq_train.store import fingerprint
 
@@ -283,6 +284,10 @@ class _Fit:
                                   self.out / "validation-cache")
         provenance = stage_provenance(cfg, stage.name, stamp, data_sha, init, rows)
         callbacks = [CheckpointCallback(provenance, validator, self.report), *self.callbacks]
+        if len(set(in_batch.values())) == 1:  # one chance level for every batch of the stage
+            callbacks.append(CollapseWatch(stage.name, stage.batch_size, stage.hard_negatives,
+                                           in_batch_negatives=next(iter(in_batch.values())),
+                                           gathered=cfg.loss.gather_across_devices, report=self.report))
         trainer = build_trainer(cfg, stage, stage_dir, dataset, in_batch, model, callbacks, progress=self.progress)
         output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         state = trainer.state
