@@ -184,20 +184,24 @@ def steps_trained_here(stages: list[Any]) -> int:
     return sum(0 if stage.skipped else stage.global_step - resumed_at(stage) for stage in stages)
 
 
-def logged_losses(run_dir: Path, adapter_sha256: str | None = None) -> dict[str, list[dict[str, float]]] | None:
-    """A trained run's logged losses per stage (``<stage>/stage.json``, written by ``linq-train fit`` when the
-    stage finished), in training order; None where no stage of it finished here, or where its final adapter is
-    not ``adapter_sha256`` (another training in that folder than the one a cell scored)."""
-    found = sorted(run_dir.glob("*/stage.json"))
-    if not found:
+def logged_losses(run_dir: Path, stages: list[str],
+                  adapter_sha256: str | None = None) -> dict[str, list[dict[str, float]]] | None:
+    """A trained run's logged losses per stage, in the config's order (``<stage>/stage.json``, written by
+    ``linq-train fit`` when a stage finished); None unless every stage finished here, and, given
+    ``adapter_sha256``, the last one's adapter is that one (not another training in that folder)."""
+    found = [run_dir / name / "stage.json" for name in stages]
+    if not all(p.is_file() for p in found):
         return None
-    finals = [p.parent / "final" for p in found]  # where fit puts a stage's adapter (a moved run's JSON names the old)
-    if adapter_sha256 is not None and adapter_sha256 not in {trajectory.adapter_digest(f) for f in finals
-                                                             if (f / trajectory.ADAPTER_WEIGHTS).is_file()}:
+    final = found[-1].parent / "final"  # where fit puts a stage's adapter (a moved run's JSON names the old place)
+    if adapter_sha256 is not None and (not (final / trajectory.ADAPTER_WEIGHTS).is_file()
+                                       or trajectory.adapter_digest(final) != adapter_sha256):
         return None
-    stages = [trajectory.read_json_file(p) for p in found]
-    order = {name: k for k, name in enumerate(("homogeneous", "mixed"))}  # the recipe's stage kinds, in order
-    return {s["name"]: s.get("losses", []) for s in sorted(stages, key=lambda s: order.get(s["name"], len(order)))}
+    return {name: trajectory.read_json_file(p).get("losses", []) for name, p in zip(stages, found, strict=True)}
+
+
+def stage_names(raw: dict[str, Any]) -> list[str]:
+    """A fit config's stage names, in training order."""
+    return [stage["name"] for stage in raw["stages"]]
 
 
 def chance_loss(raw: dict[str, Any]) -> float:
@@ -436,9 +440,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
                 raise SystemExit(f"{cell} trained on other refined data (sha256 {stored['data_sha256'][:12]}, here "
                                  f"{data_sha256[:12]}): refinement gave other data here; move it aside to retrain")
             if "losses" not in stored:  # a cell written before losses were kept: its run's own log, if here
-                losses = logged_losses(work / "runs" / label, stored["adapter_sha256"])
+                raw = variant_config(variant)
+                losses = logged_losses(work / "runs" / label, stage_names(raw), stored["adapter_sha256"])
                 if losses is not None:
-                    stored = {**stored, "losses": losses, "chance_loss": chance_loss(variant_config(variant))}
+                    stored = {**stored, "losses": losses, "chance_loss": chance_loss(raw)}
                     atomic_write_json(cell, stored)
             return stored
         if not train:  # not trained yet: left out of the report for now
@@ -470,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
             # wall seconds include any pause (a test run beside it); CPU seconds (all threads) do not
             record = {**record, "train_seconds": seconds, "train_cpu_seconds": cpu_seconds, "train_steps_timed": timed,
                       "data_sha256": data_sha256, "train_cpu_isa": cpu_isa(),
-                      "losses": logged_losses(work / "runs" / label), "chance_loss": chance_loss(raw)}
+                      "losses": logged_losses(work / "runs" / label, stage_names(raw)), "chance_loss": chance_loss(raw)}
             atomic_write_json(cell, record)
         return record
 

@@ -176,10 +176,13 @@ def test_a_run_at_chance_level(tmp_path: Path) -> None:
         (run / name / "final").mkdir(parents=True)
         (run / name / "final" / "adapter_model.safetensors").write_bytes(weights)
         (run / name / "stage.json").write_text(json.dumps({"name": name, "adapter": "/moved/away", "losses": losses[name]}))
-    assert ablations.logged_losses(run) == losses and list(ablations.logged_losses(run)) == ["homogeneous", "mixed"]
-    assert ablations.logged_losses(run, hashlib.sha256(b"second").hexdigest()) == losses
-    assert ablations.logged_losses(run, "0" * 64) is None  # another training than the cell scored
-    assert ablations.logged_losses(tmp_path / "never-trained") is None
+    stages = ["homogeneous", "mixed"]
+    assert ablations.stage_names(recipe) == stages
+    assert ablations.logged_losses(run, stages) == losses and list(ablations.logged_losses(run, stages)) == stages
+    assert ablations.logged_losses(run, stages, hashlib.sha256(b"second").hexdigest()) == losses
+    assert ablations.logged_losses(run, stages, "0" * 64) is None  # another training than the cell scored
+    assert ablations.logged_losses(run, [*stages, "third"]) is None  # a stage not finished here
+    assert ablations.logged_losses(tmp_path / "never-trained", stages) is None
     scores = {"A": {"mean": 0.5, "per_query": {"q1": 0.5}}}
     row = ablations.run_row("recipe", 0, {"checkpoint": "c", "step": 40, "tasks": scores, "losses": losses,
                                           "chance_loss": chance})
