@@ -128,6 +128,9 @@ def test_tiny_trajectory_study(tmp_path: Path) -> None:
     assert runs["unfiltered"]["train_seconds"] > 0 and runs["unfiltered"]["train_cpu_isa"]
     assert runs["unfiltered"]["train_steps_timed"] == 3  # trained in one go: every step timed
     assert runs["unfiltered"]["train_cpu_seconds"] > 0
+    # its logged losses kept in its cell, against the chance level of batches of 4 with one hard negative
+    flat = runs["unfiltered"]["at_chance"]
+    assert flat["chance"] == pytest.approx(math.log(8)) and flat["last_step"] == 3 and math.isfinite(flat["last_loss"])
     row = ablations["comparisons"]["unfiltered"]
     assert row["seeds"] == [0] and set(row["seed_mean"]["tasks"]) == {"ADIRetrieval"}
     assert row["seed_mean"]["macro"]["verdict"] in {"better", "worse", "no difference shown"}
