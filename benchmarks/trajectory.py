@@ -222,10 +222,12 @@ def kept_checkpoints(cfg: StudyConfig, out: Path) -> tuple[str, list[Checkpoint]
 
 
 def data_digest(dataset_dir: str | Path) -> str:
-    """sha256 of a refined training set (its Arrow files): what the kept checkpoints and the ablations trained on."""
+    """sha256 of a refined training set (its Arrow files): what the kept checkpoints and the ablations trained on.
+    The ``cache-*.arrow`` files that ``datasets`` writes beside a loaded set (a ``shuffle`` or ``map`` on it) are
+    not its data: left out, or a look at the kept set would make every later run refuse it as other data."""
     from linq_eval.core.files import folder_sha256
 
-    return folder_sha256(dataset_dir, (".arrow",))
+    return folder_sha256(dataset_dir, (".arrow",), ("cache-",))
 
 
 def keep(cfg: StudyConfig, base_model: str, points: list[Checkpoint], out: Path, data: str) -> list[Checkpoint]:

@@ -193,6 +193,20 @@ def test_a_run_at_chance_level(tmp_path: Path) -> None:
     assert "| recipe seed 0 | 0.5000 | - | 20-30 (2 logged) | 2.90 (3.47) at 40 |" in table
 
 
+def test_the_data_digest_ignores_the_caches_datasets_writes_beside_a_set(tmp_path: Path) -> None:
+    import trajectory
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    DatasetDict({"A": Dataset.from_dict({"query": ["q1", "q2", "q3"], "positive": ["d1", "d2", "d3"]})}).save_to_disk(
+        tmp_path / "set")
+    before = trajectory.data_digest(tmp_path / "set")
+    load_from_disk(str(tmp_path / "set"))["A"].shuffle(seed=0).flatten_indices()  # writes cache-*.arrow beside it
+    assert list((tmp_path / "set" / "A").glob("cache-*.arrow"))
+    assert trajectory.data_digest(tmp_path / "set") == before
+    DatasetDict({"A": Dataset.from_dict({"query": ["q1"], "positive": ["other"]})}).save_to_disk(tmp_path / "other")
+    assert trajectory.data_digest(tmp_path / "other") != before
+
+
 def test_collapse_measures() -> None:
     """collapse_stats on made-up embeddings: texts that all embed alike sit at chance (uniform softmax, no spread);
     pairs that embed each other and nothing else are told apart."""
