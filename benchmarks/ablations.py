@@ -22,7 +22,8 @@ task-stratified 95% CI of the macro difference. Per seed, and on per-query score
 headline where there are several: seed noise averages out of both sides).
 The paired tests see query noise only, not training noise: for every system trained at two seeds or more the
 report also gives its seed spread (each later seed minus the first), the yardstick a variant's difference must
-exceed (the report's "seed spread" column: beyond or within the largest spread measured).
+exceed (the report's "seed spread" column: beyond or within the largest spread measured), and, with runs as the
+unit, the mean of the per-seed macro differences with its 95% t-interval over seeds ("over seeds").
 Each run is also compared with the study's untrained base model ("vs base"): whether it trains an embedder at all.
 
 Run (after the study, whose final checkpoint it may reuse; about 50 minutes per variant and seed on 2 CPU cores;
@@ -324,21 +325,45 @@ def against_spread(comparisons: dict[str, Any], spread: dict[str, dict[str, Any]
     return out
 
 
+def over_seeds(comparisons: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """Runs as the unit: each variant's macro difference from the recipe at every seed both have, their mean and
+    the 95% t-interval over seeds (None below two seeds). The question a recipe claim asks (would another
+    training run show it too?), which the per-query tests cannot answer; with n seeds it has n - 1 degrees of
+    freedom, so two seeds give an honest but wide interval (t = 12.7)."""
+    from scipy import stats
+
+    out: dict[str, dict[str, Any] | None] = {}
+    for name, row in comparisons.items():
+        differences = np.array([row["per_seed"][str(s)]["macro"]["difference"] for s in row["seeds"]])
+        if len(differences) < 2:  # noqa: PLR2004 -- a spread needs two runs
+            out[name] = None
+            continue
+        mean = float(differences.mean())
+        half = float(stats.t.ppf(0.975, len(differences) - 1) * differences.std(ddof=1) / np.sqrt(len(differences)))
+        out[name] = {"seeds": len(differences), "differences": differences.tolist(), "mean": mean,
+                     "ci95": [mean - half, mean + half]}
+    return out
+
+
 def report_md(study: dict[str, Any]) -> str:
     lines = ["# Ablations of the training recipe", "",
              f"Each variant minus the recipe, {study['truth']} on {', '.join(study['tasks'])}; nDCG@10 per query, "
              "paired: 95% bootstrap CI, sign-flip p with Holm's correction over the tasks, task-stratified macro CI. "
              "Scores averaged over the seeds both have.", "",
-             "| variant | seeds | macro difference | 95% CI | verdict | seed spread | " + " | ".join(
-                 f"{t} (p Holm)" for t in study["tasks"]) + " |",
-             "|---|---|---:|---|---|---|" + "---|" * len(study["tasks"])]
+             "| variant | seeds | macro difference | 95% CI | verdict | seed spread | over seeds (runs as units) | "
+             + " | ".join(f"{t} (p Holm)" for t in study["tasks"]) + " |",
+             "|---|---|---:|---|---|---|---|" + "---|" * len(study["tasks"])]
     beyond = study.get("against_seed_spread") or {}
+    runs_as_units = study.get("over_seeds") or {}
     for name, row in study["comparisons"].items():
         m = row["seed_mean"]["macro"]
         cells = [f"{v['difference']:+.4f} ({v['p_holm']:.3f})" for v in row["seed_mean"]["tasks"].values()]
+        units = runs_as_units.get(name)
+        over = "-" if units is None else (f"{units['mean']:+.4f} [{units['ci95'][0]:+.4f}, {units['ci95'][1]:+.4f}] "
+                                          f"({', '.join(f'{d:+.3f}' for d in units['differences'])})")
         lines.append(f"| {name} | {', '.join(map(str, row['seeds']))} | {m['difference']:+.4f} | "
                      f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] | {m['verdict']} | {beyond.get(name) or '-'} | "
-                     + " | ".join(cells) + " |")
+                     f"{over} | " + " | ".join(cells) + " |")
     again = study.get("reproduction")
     if again:
         m = again["macro"]
@@ -492,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
                  "recipe_from_study": reuse_study, "runs": runs, "comparisons": comparisons,
                  "reproduction": None if reuse_study else reproduction(cells, final, recipe.get("seed", 0)),
                  "seed_spread": spread, "against_seed_spread": against_spread(comparisons, spread),
+                 "over_seeds": over_seeds(comparisons),
                  "against_base": against_base(cells, base),
                  "complete": complete}
         atomic_write_json(out / "ablations.json", study)

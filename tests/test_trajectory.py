@@ -380,6 +380,20 @@ def test_ablation_comparison_is_paired_per_query() -> None:
     table = ablations.report_md({"truth": "full16", "tasks": ["A", "B"], "seeds": [0, 1], "comparisons": out,
                                  "runs": [], "seed_spread": wide, "against_seed_spread": ablations.against_spread(out, wide)})
     assert "| worse | 0, 1 | -0.0500 |" in table and "| worse | within |" in table
+    # runs as the unit: the per-seed macro differences, their mean and t-interval over seeds (none for one seed)
+    units = ablations.over_seeds(out)
+    assert units["worse"]["differences"] == pytest.approx([-0.05, -0.05]) and units["worse"]["seeds"] == 2
+    assert units["worse"]["ci95"] == pytest.approx([-0.05, -0.05])  # no spread between the two runs
+    shifts = {"recipe": {0: cell(0, 0, 0), 1: cell(0, 0, 0), 2: cell(0, 0, 0)},
+              "v": {0: cell(0.02, 0, 0), 1: cell(0.06, 0, 0), 2: cell(0.04, 0, 0)}}
+    spread_out = ablations.over_seeds(ablations.compare_all(shifts))["v"]
+    half = 4.302653 * 0.02 / np.sqrt(3)  # t(0.975, 2 df) x sd / sqrt(n)
+    assert spread_out["mean"] == pytest.approx(0.04) and spread_out["ci95"] == pytest.approx([0.04 - half, 0.04 + half])
+    assert ablations.over_seeds(ablations.compare_all({"recipe": {0: cells["recipe"][0]}, "v": {0: cells["worse"][0]}})) \
+        == {"v": None}
+    table = ablations.report_md({"truth": "full16", "tasks": ["A", "B"], "comparisons": out, "runs": [],
+                                 "over_seeds": units})
+    assert "| -0.0500 [-0.0500, -0.0500] (-0.050, -0.050) |" in table
     # every run against the untrained base (here: the "worse" variant's scores stand in for an untrained model)
     up = ablations.against_base(cells, cells["worse"][0])
     assert set(up) == {"recipe-s0", "recipe-s1", "worse-s0", "worse-s1", "noise-s0", "noise-s1"}
