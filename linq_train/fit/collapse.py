@@ -58,8 +58,9 @@ class CollapseWatch(TrainerCallback):
         if len(self.run) >= PATIENCE:
             self.said = True
             line = (f"stage {self.stage}: the loss has sat at chance (ln of the candidates per query = "
-                    f"{self.chance:.2f}) since step {self.run[0]}: the embeddings have collapsed (every text alike). "
-                    "Runs usually leave this plateau by themselves; an adapter saved on it is no better than the base")
+                    f"{self.chance:.2f}) since step {self.run[0]}: the model tells no text from another (typically "
+                    "a collapse: every text embeds alike). Runs usually leave this plateau by themselves; an "
+                    "adapter saved on it is no better than the base")
             if self.report is not None:
                 self.report(line)
             else:
