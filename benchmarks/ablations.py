@@ -49,6 +49,7 @@ import numpy as np
 import trajectory  # the sibling study script (config, training, cells, the paired test): benchmarks/ is on the path
 import yaml
 
+from linq_eval.core.errors import LinqEvalError
 from linq_eval.core.files import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("ablations")
@@ -230,6 +231,19 @@ def at_chance(losses: dict[str, list[dict[str, float]]] | None, chance: float | 
 def run_label(variant: str, seed: int) -> str:
     """A run's name: its cell's and checkpoints' folder, and its key in the report."""
     return f"{variant}-s{seed}"
+
+
+def chosen_runs(order: list[tuple[int, str]], only: list[str] | None) -> list[tuple[int, str]]:
+    """The runs to train, in the order ``only`` names them (``<variant>-s<seed>``), else all in ``order``: the run
+    that would decide a claim can go before the rest. A name outside the config's variants and seeds is an error."""
+    if not only:
+        return order
+    labelled = {run_label(variant, seed): (seed, variant) for seed, variant in order}
+    unknown = [name for name in only if name not in labelled]
+    if unknown:
+        raise LinqEvalError(f"--only {unknown[0]}: not a run of this config; choose from {', '.join(labelled)} "
+                            "(add a seed to the config's ablations.seeds to run it)")
+    return [labelled[name] for name in dict.fromkeys(only)]
 
 
 def run_row(variant: str, seed: int, record: dict[str, Any]) -> dict[str, Any]:
@@ -419,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     parser.add_argument("config", help="the trajectory study's config (YAML) with an `ablations` block")
     parser.add_argument("--report", action="store_true",
                         help="write ablations.json and .md from the stored cells only (no refinement, no training)")
+    parser.add_argument("--only", nargs="+", metavar="RUN",
+                        help="train only these runs, in this order (e.g. recipe-s2 no_mixed_stage-s2); the report "
+                             "still holds every stored cell")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from linq_eval.core.quiet import quiet_libraries
@@ -430,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
     unknown = sorted(set(cfg.ablations.variants) - set(VARIANTS))
     if unknown:
         raise SystemExit(f"unknown ablation {unknown[0]!r}: choose from {sorted(VARIANTS)}")
+    variants = [RECIPE, *cfg.ablations.variants]
+    order = [(seed, variant) for seed in cfg.ablations.seeds for variant in variants]
+    chosen = chosen_runs(order, args.only)  # before anything loads
     work = trajectory.repo_path(cfg.work) / "ablations"
     out = trajectory.repo_path(cfg.out) / "ablations"
     if cfg.light_dir:
@@ -505,8 +525,6 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
         return record
 
     cells: dict[str, dict[int, dict[str, Any]]] = {}
-    variants = [RECIPE, *cfg.ablations.variants]
-    order = [(seed, variant) for seed in cfg.ablations.seeds for variant in variants]
 
     def write(complete: bool) -> dict[str, Any]:
         ordered = {v: cells[v] for v in variants if v in cells}  # config order, however the cells came in
@@ -534,8 +552,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 -- a linear scr
             cells.setdefault(variant, {})[seed] = record
     study = write(complete=not missing)
     if not args.report:
-        # seed by seed: a cut-short run has whole comparisons for the first seeds
-        for seed, variant in list(missing):
+        # seed by seed unless told: a cut-short run has whole comparisons for the first seeds
+        for seed, variant in [run for run in chosen if run in missing]:
             cells.setdefault(variant, {})[seed] = run(variant, seed, train=True)
             missing.remove((seed, variant))
             study = write(complete=not missing)

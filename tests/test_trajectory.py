@@ -207,6 +207,18 @@ def test_the_data_digest_ignores_the_caches_datasets_writes_beside_a_set(tmp_pat
     assert trajectory.data_digest(tmp_path / "other") != before
 
 
+def test_ablation_runs_can_be_chosen_and_ordered() -> None:
+    import ablations
+
+    from linq_eval.core.errors import LinqEvalError
+
+    order = [(0, "recipe"), (0, "v"), (1, "recipe"), (1, "v"), (2, "recipe"), (2, "v")]
+    assert ablations.chosen_runs(order, None) == order
+    assert ablations.chosen_runs(order, ["v-s2", "recipe-s2", "v-s2"]) == [(2, "v"), (2, "recipe")]
+    with pytest.raises(LinqEvalError, match=r"--only v-s3: not a run of this config; choose from recipe-s0, v-s0"):
+        ablations.chosen_runs(order, ["v-s3"])
+
+
 def test_collapse_measures() -> None:
     """collapse_stats on made-up embeddings: texts that all embed alike sit at chance (uniform softmax, no spread);
     pairs that embed each other and nothing else are told apart."""
