@@ -112,11 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     cells = [c for c in cells if c["step"] >= 0]  # the reference model is not a checkpoint of the run
     if not cells:
         raise LinqEvalError(f"{out / 'cells'} holds no {cfg.truth} cells: run benchmarks/trajectory.py {args.config} first")
-    fit = yaml.safe_load(trajectory.repo_path(cfg.fit).read_text(encoding="utf-8"))
-    first = fit["stages"][0]
-    tasks = [args.task] if args.task else list(first.get("tasks") or first.get("mixture"))
-    scale = float(fit.get("loss", {}).get("scale", 50.0))
+    from linq_train.fit.config import FitConfig
     from linq_train.refine.config import load_config
+
+    fit = FitConfig.model_validate(yaml.safe_load(trajectory.repo_path(cfg.fit).read_text(encoding="utf-8")))
+    first = fit.stages[0]
+    tasks = [args.task] if args.task else list(getattr(first, "tasks", None) or first.mixture)
+    scale = fit.loss.scale
 
     kept = out / "ablations" / "data"  # the set the ablations keep, else the study's own refined output
     data = kept if (kept / "dataset_dict.json").is_file() else (
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from linq_eval.models.build import build_model
 
     quiet_libraries()
-    base_model = fit["base_model"]
+    base_model = fit.base_model
     task, queries, documents = sample_pairs(data, tasks, args.pairs, instruction_policy(RunSpec(model=base_model)))
     rows = []
     for cell in cells:
@@ -136,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         if adapter is not None and not Path(adapter).is_absolute():
             adapter = str(trajectory.REPO / adapter)
         if adapter is not None and not Path(adapter).is_dir():
-            raise LinqEvalError(f"checkpoint {cell['checkpoint']}: its adapter {adapter} is gone (a study that keeps no "
-                             "checkpoints keeps them under its work folder only while it exists)")
+            raise LinqEvalError(f"checkpoint {cell['checkpoint']}: its adapter {adapter} is gone (a study that keeps "
+                                "no checkpoints keeps them under its work folder only while it exists)")
         model = build_model(base_model, adapter=adapter, max_length=cfg.max_length, device="cpu", dtype=cfg.dtype)
         embed = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False}
         stats = collapse_stats(model.encode(queries, **embed), model.encode(documents, **embed), scale)
