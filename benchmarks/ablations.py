@@ -216,14 +216,15 @@ def chance_loss(raw: dict[str, Any]) -> float:
     return chance(first.batch_size, first.hard_negatives, in_batch_negatives=True)
 
 
-def at_chance(losses: dict[str, list[dict[str, float]]] | None, chance: float | None,
-              within: float = 0.05) -> dict[str, Any] | None:
-    """The first stage's logged steps whose loss lies within ``within`` nats of chance (a collapsed model's loss,
-    benchmarks/collapse.py), and its last logged loss."""
+def at_chance(losses: dict[str, list[dict[str, float]]] | None, chance: float | None) -> dict[str, Any] | None:
+    """The first stage's logged steps whose loss lies within ``NEAR`` nats of chance (a collapsed model's loss, as
+    fit's collapse watch counts it), and its last logged loss."""
+    from linq_train.fit.collapse import NEAR  # imported here: that module loads transformers
+
     first = next(iter((losses or {}).values()), None)
     if not first or chance is None:
         return None
-    steps = [int(e["step"]) for e in first if abs(e["loss"] - chance) <= within]
+    steps = [int(e["step"]) for e in first if abs(e["loss"] - chance) <= NEAR]
     return {"steps": steps, "last_step": int(first[-1]["step"]), "last_loss": float(first[-1]["loss"]),
             "chance": chance}
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,8 @@ logger = logging.getLogger("collapse")
 
 def collapse_stats(queries: np.ndarray, documents: np.ndarray, scale: float) -> dict[str, float]:
     """Collapse measures of normalised query and document embeddings, row i of each a training pair."""
+    from linq_train.fit.collapse import chance_loss  # imported here: that module loads transformers
+
     n = len(documents)
     if n < 2 or len(queries) != n:  # noqa: PLR2004 -- "different documents" needs two
         raise ValueError(f"need as many queries as documents, at least 2 (got {len(queries)} and {n})")
@@ -50,7 +51,7 @@ def collapse_stats(queries: np.ndarray, documents: np.ndarray, scale: float) -> 
     log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     return {"doc_cosine": float(between[~np.eye(n, dtype=bool)].mean()),
             "logit_std": float(logits.std(axis=1).mean()),
-            "loss": float(-np.diag(log_softmax).mean()), "chance": math.log(n),
+            "loss": float(-np.diag(log_softmax).mean()), "chance": chance_loss(n, 0, in_batch_negatives=True),
             "top1": float(np.mean(logits.argmax(axis=1) == np.arange(n)))}
 
 
@@ -83,7 +84,7 @@ def sample_pairs(data: Path, tasks: list[str], pairs: int, policy: Any,  # noqa:
 def report_md(study: dict[str, Any]) -> str:
     lines = ["# Representation collapse along the run", "",
              f"{study['pairs']} training pairs of {study['task']} (one per query), scale {study['scale']:g}; chance "
-             f"loss ln {study['pairs']} = {math.log(study['pairs']):.3f}. doc cosine: mean cosine between different "
+             f"loss ln {study['pairs']} = {study['checkpoints'][0]['chance']:.3f}. doc cosine: mean cosine between different "
              "documents; logit std: per query, the spread of scale x cosine over the documents; "
              f"truth macro: nDCG@10 in {study['truth']} on the held-out tasks.", "",
              "| checkpoint | step | doc cosine | logit std | loss | top-1 | truth macro |",
